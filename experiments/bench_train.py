@@ -1,0 +1,82 @@
+"""Training-step throughput of the A(B,i,j) grid vs the PyTorch peer, measured in one run.
+
+  python experiments/bench_train.py                       # A(1,1) A(1,2) A(2,2) A(2,4), width 64, batch 128
+  python experiments/bench_train.py --archs=1,1 --steps=5 --peer_python=/path/to/torch-venv/bin/python
+
+Each row times `--steps` SGD steps (after a compile/warm-up epoch) of inas_jax.train.train_epoch on
+random 32x32x3 uint8 images, once with augmentation off (the peer's setting) and once with it on,
+then runs ../shared/tools/peer_resnet_torch.py with the same architecture and reports the ratio.
+The peer needs torch: give its interpreter with --peer_python (see the README's benchmark section).
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from inas_jax.models import Arch, num_params
+from inas_jax.train import TrainConfig, init_state, make_model, train_epoch
+
+PEER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "peer_resnet_torch.py"
+
+FLAGS = flags.DEFINE_multi_string("archs", ["1,1", "1,2", "2,2", "2,4"], "Architectures BLOCKS,STACKS.")
+WIDTH = flags.DEFINE_integer("width", 64, "Base width.")
+BATCH = flags.DEFINE_integer("batch", 128, "Batch size.")
+STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per architecture.")
+PEER_PY = flags.DEFINE_string("peer_python", None, "Python with torch for the peer; skipped when absent.")
+
+
+def jax_images_per_s(arch: Arch, augmented: bool) -> float:
+    cfg = TrainConfig(epochs=1, epoch_size=BATCH.value * STEPS.value, batch_size=BATCH.value, width=WIDTH.value,
+                      flip=augmented, max_shift=4 if augmented else 0, max_rotation=15.0 if augmented else 0.0)
+    model = make_model(arch, 10, cfg)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.integers(0, 256, (BATCH.value * 4, 32, 32, 3), np.uint8))
+    y = jnp.asarray(rng.integers(0, 10, (BATCH.value * 4,), np.int32))
+    batches = jnp.asarray(rng.integers(0, len(x), (cfg.steps_per_epoch, BATCH.value), np.int32))
+    mean, std = jnp.full((3,), 0.5), jnp.full((3,), 0.25)
+    state = init_state(model, cfg, jax.random.key(0), (32, 32, 3))
+    warm = jnp.asarray(batches[:1])
+    state, *_ = train_epoch(state, x, y, warm, mean, std, jax.random.key(1), model=model, cfg=cfg)
+    jax.block_until_ready(state)
+    # the timed call has the same static shape as a full epoch; compile it first
+    state, *_ = train_epoch(state, x, y, batches, mean, std, jax.random.key(1), model=model, cfg=cfg)
+    jax.block_until_ready(state)
+    t = time.perf_counter()
+    state, losses, _ = train_epoch(state, x, y, batches, mean, std, jax.random.key(2), model=model, cfg=cfg)
+    jax.block_until_ready(losses)
+    return BATCH.value * STEPS.value / (time.perf_counter() - t)
+
+
+def peer_images_per_s(arch: Arch) -> float | None:
+    if not PEER_PY.value or not PEER.exists():
+        return None
+    out = subprocess.run([PEER_PY.value, str(PEER), "--blocks", str(arch.blocks), "--stacks", str(arch.stacks),
+                          "--width", str(WIDTH.value), "--batch", str(BATCH.value), "--steps", str(STEPS.value)],
+                         capture_output=True, text=True, check=True).stdout
+    return float(re.search(r"images_per_s=([\d.]+)", out).group(1))
+
+
+def main(_):
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, width {WIDTH.value}, batch {BATCH.value}, "
+          f"{STEPS.value} timed steps")
+    print(f"{'arch':8} {'params':>11} {'jax img/s':>10} {'jax+aug':>9} {'torch img/s':>12} {'jax/torch':>10}")
+    for text in FLAGS.value:
+        arch = Arch.parse(text)
+        plain = jax_images_per_s(arch, augmented=False)
+        aug = jax_images_per_s(arch, augmented=True)
+        peer = peer_images_per_s(arch)
+        ratio = f"{plain / peer:10.2f}" if peer else f"{'n/a':>10}"
+        peer_text = f"{peer:12.1f}" if peer else f"{'n/a':>12}"
+        print(f"{str(arch):8} {num_params(arch, 10, WIDTH.value):11,d} {plain:10.1f} {aug:9.1f} {peer_text} {ratio}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,152 @@
+"""The A(B, i, j) ResNet search space of active-iNAS: architectures, the iNAS neighbour rule, the model.
+
+A(i, j) has j stacks of i basic blocks each (SPEC.md). Stack s (1-based) has width
+`width * 2**(s-1)`; its first block has stride 2 when s >= 2, with a 1x1 stride-2 conv + BN
+projection shortcut. The head is global average pool -> dropout (embedding only) -> dense.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+MAX_BLOCKS = 12
+MAX_STACKS = 5
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Arch:
+    """One point A(blocks, stacks) of the search grid; blocks in 1..12, stacks in 1..5."""
+
+    blocks: int
+    stacks: int
+
+    def __post_init__(self):
+        if not (1 <= self.blocks <= MAX_BLOCKS and 1 <= self.stacks <= MAX_STACKS):
+            raise ValueError(
+                f"Arch({self.blocks}, {self.stacks}) is outside the grid: blocks must be in "
+                f"1..{MAX_BLOCKS} and stacks in 1..{MAX_STACKS}")
+
+    def __str__(self) -> str:
+        return f"A({self.blocks},{self.stacks})"
+
+    @classmethod
+    def parse(cls, text: str) -> "Arch":
+        """Parses "2,4" (or "2x4", "A(2,4)") into Arch(2, 4); raises ValueError naming the text."""
+        cleaned = text.strip().removeprefix("A(").removesuffix(")").replace("x", ",")
+        parts = [p for p in cleaned.split(",") if p.strip()]
+        try:
+            blocks, stacks = (int(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"cannot parse architecture {text!r}: expected BLOCKS,STACKS such as 2,4") from None
+        return cls(blocks, stacks)
+
+
+def neighbours(arch: Arch) -> list[Arch]:
+    """The iNAS candidates of `arch`: itself, one more block per stack, one more stack.
+
+    Deeper: A(i+1, j) if i < 12. Wider: A(floor(i*j/(j+1)) + 1, j+1) if j < 5, which keeps
+    the total number of blocks roughly constant while adding a stack. The current
+    architecture comes first, so ties in score keep it (the search stops there).
+    """
+    out = [arch]
+    if arch.blocks < MAX_BLOCKS:
+        out.append(Arch(arch.blocks + 1, arch.stacks))
+    if arch.stacks < MAX_STACKS:
+        out.append(Arch(arch.blocks * arch.stacks // (arch.stacks + 1) + 1, arch.stacks + 1))
+    return out
+
+
+def num_params(arch: Arch, num_classes: int, width: int = 64, in_channels: int = 3) -> int:
+    """Trainable parameters of A(arch) in closed form: conv kernels+biases, BN scale+offset, dense."""
+    def conv(cin, cout, k):
+        return k * k * cin * cout + cout
+
+    def bn(c):
+        return 2 * c
+
+    total = conv(in_channels, width, 3) + bn(width)
+    cin = width
+    for s in range(arch.stacks):
+        cout = width * 2 ** s
+        for b in range(arch.blocks):
+            total += conv(cin, cout, 3) + bn(cout) + conv(cout, cout, 3) + bn(cout)
+            if s > 0 and b == 0:
+                total += conv(cin, cout, 1) + bn(cout)
+            cin = cout
+    return total + cin * num_classes + num_classes
+
+
+def dropout(embedding: jax.Array, key: jax.Array | None, rate: float) -> jax.Array:
+    """Inverted dropout of the embedding (N, D) with an explicit key; identity when rate == 0.
+
+    The model and the head-only MC-dropout path both call this, so the same key drops the same units.
+    """
+    if key is None or rate == 0.0:
+        return embedding
+    keep = jax.random.bernoulli(key, 1.0 - rate, embedding.shape)
+    return jnp.where(keep, embedding / (1.0 - rate), 0.0).astype(embedding.dtype)
+
+
+def head_logits(params: Any, embedding: jax.Array) -> jax.Array:
+    """The dense head alone: logits (N, C) of embeddings (N, D), with the model's `head` params."""
+    head = params["head"]
+    return embedding @ head["kernel"] + head["bias"]
+
+
+_conv_init = nn.initializers.he_normal()
+
+
+class BasicBlock(nn.Module):
+    """ResNet v1 basic block: conv3x3-BN-ReLU-conv3x3-BN, add shortcut, ReLU."""
+
+    features: int
+    stride: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        conv = lambda f, k, s, name: nn.Conv(  # noqa: E731
+            f, (k, k), (s, s), padding=[((k - 1) // 2,) * 2] * 2, use_bias=True,
+            kernel_init=_conv_init, dtype=self.dtype, name=name)
+        norm = lambda name: nn.BatchNorm(  # noqa: E731
+            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=name)
+        y = nn.relu(norm("bn1")(conv(self.features, 3, self.stride, "conv1")(x)))
+        y = norm("bn2")(conv(self.features, 3, 1, "conv2")(y))
+        if self.stride != 1 or x.shape[-1] != self.features:
+            x = norm("proj_bn")(conv(self.features, 1, self.stride, "proj_conv")(x))
+        return nn.relu(y + x)
+
+
+class GridResNet(nn.Module):
+    """A(blocks, stacks) of SPEC.md. Input (N, H, W, C) float, normalised; H, W >= 1.
+
+    Returns (logits (N, num_classes) float32, embedding (N, width * 2**(stacks-1)) float32).
+    Dropout acts on the embedding only, with an explicit `dropout_key`; rate 0 when training.
+    `dtype` is the compute dtype (bfloat16 on accelerators); parameters stay float32.
+    """
+
+    arch: Arch
+    num_classes: int
+    width: int = 64
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, dropout_key=None, dropout_rate: float = 0.0):
+        x = x.astype(self.dtype)
+        x = nn.Conv(self.width, (3, 3), padding=[(1, 1), (1, 1)], kernel_init=_conv_init,
+                    dtype=self.dtype, name="stem_conv")(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                         dtype=self.dtype, name="stem_bn")(x)
+        x = nn.max_pool(nn.relu(x), (3, 3), strides=(2, 2), padding="SAME")
+        for s in range(self.arch.stacks):
+            for b in range(self.arch.blocks):
+                stride = 2 if (s > 0 and b == 0) else 1
+                x = BasicBlock(self.width * 2 ** s, stride, self.dtype, name=f"stack{s + 1}_block{b + 1}")(x, train)
+        embedding = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+        dropped = dropout(embedding, dropout_key, dropout_rate)
+        logits = nn.Dense(self.num_classes, name="head")(dropped)
+        return logits, embedding

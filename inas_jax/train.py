@@ -1,0 +1,231 @@
+"""Training and evaluation as pure functions of explicit state and keys.
+
+`train_epoch` is one jitted `lax.scan` of SGD steps over an epoch of index batches drawn (with
+oversampling) from the labelled set; `train` loops epochs on the host so it can report progress,
+checkpoint, and stop on divergence; `predict` runs the model over a pool in fixed-size batches.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from inas_jax.augment import augment
+from inas_jax.models import Arch, GridResNet
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How one network is trained. Defaults are the paper's protocol (SPEC.md).
+
+    The learning rate is `lr`, multiplied by 0.1 after 50% and again after 75% of the epochs.
+    Weight decay follows the original Keras code: 5e-4 * sum(w**2) is added to the loss for conv
+    kernels only, i.e. a gradient of 2 * 5e-4 * w (PyTorch's weight_decay=5e-4 is half of that).
+    """
+
+    epochs: int = 200
+    epoch_size: int = 50_000
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    flip: bool = True
+    max_shift: int = 4
+    max_rotation: float = 15.0
+    width: int = 64
+    compute_dtype: str = "float32"
+    eval_batch_size: int = 1000
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, self.epoch_size // self.batch_size)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything that changes during training; a pytree, so it jits and checkpoints as is."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def make_model(arch: Arch, num_classes: int, cfg: TrainConfig) -> GridResNet:
+    return GridResNet(arch, num_classes, cfg.width, jnp.dtype(cfg.compute_dtype))
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """SGD with (Nesterov) momentum, step decay x0.1 at 50% and 75% of training, L2 on conv kernels."""
+    total = cfg.epochs * cfg.steps_per_epoch
+    schedule = optax.piecewise_constant_schedule(cfg.lr, {int(0.5 * total): 0.1, int(0.75 * total): 0.1})
+    return optax.chain(
+        optax.add_decayed_weights(2 * cfg.weight_decay, mask=_conv_kernel_mask),
+        optax.sgd(schedule, momentum=cfg.momentum, nesterov=cfg.nesterov))
+
+
+def _conv_kernel_mask(params):
+    def is_conv_kernel(path, _):
+        names = [getattr(p, "key", "") for p in path]
+        return names[-1] == "kernel" and "conv" in names[-2]
+    return jax.tree_util.tree_map_with_path(is_conv_kernel, params)
+
+
+def init_state(model: GridResNet, cfg: TrainConfig, key: jax.Array, image_shape) -> TrainState:
+    """Fresh He-normal weights for `model` from `key`; image_shape is (H, W, C)."""
+    variables = jax.jit(model.init)(key, jnp.zeros((1, *image_shape), jnp.float32))
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
+                      opt_state=make_optimizer(cfg).init(params))
+
+
+def normalise(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    """uint8-valued images (B, H, W, C) -> float32 with per-channel train statistics."""
+    return (images.astype(jnp.float32) / 255.0 - mean) / std
+
+
+@functools.partial(jax.jit, static_argnames=("model", "cfg"), donate_argnames=("state",))
+def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, batches: jax.Array, mean: jax.Array,
+                std: jax.Array, key: jax.Array, *, model: GridResNet, cfg: TrainConfig):
+    """Runs one SGD step per row of `batches` (S, B) of indices into x (N, H, W, C), y (N,).
+
+    Step s uses the key fold_in(key, global step). Returns (state, losses (S,), accuracies (S,)).
+    """
+    tx = make_optimizer(cfg)
+
+    def step(state: TrainState, idx):
+        step_key = jax.random.fold_in(key, state.step)
+        images = augment(step_key, x[idx], flip=cfg.flip, max_shift=cfg.max_shift, max_rotation=cfg.max_rotation)
+        inputs, labels = normalise(images, mean, std), y[idx]
+
+        def loss_fn(params):
+            (logits, _), updates = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                               inputs, train=True, mutable=["batch_stats"])
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+            return loss, (logits, updates["batch_stats"])
+
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                               batch_stats=batch_stats, opt_state=opt_state)
+        return new_state, (loss, jnp.mean(jnp.argmax(logits, -1) == labels))
+
+    state, (losses, accs) = jax.lax.scan(step, state, batches)
+    return state, losses, accs
+
+
+def epoch_batches(key: jax.Array, n: int, cfg: TrainConfig) -> np.ndarray:
+    """Indices (steps_per_epoch, batch_size) into n labelled points for one epoch of cfg.epoch_size.
+
+    Oversampling as in the paper: random permutations of 0..n-1 are concatenated until the epoch
+    is full, so every labelled point is seen equally often (+-1) whatever n is.
+    """
+    needed = cfg.steps_per_epoch * cfg.batch_size
+    rounds = -(-needed // n)
+    keys = jax.random.split(key, rounds)
+    perms = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
+    return np.asarray(perms).reshape(-1)[:needed].reshape(cfg.steps_per_epoch, cfg.batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _forward(variables, images, mean, std, *, model):
+    return model.apply(variables, normalise(images, mean, std), train=False)
+
+
+def predict(model: GridResNet, state: TrainState, x: np.ndarray, mean, std,
+            batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic pass over x (N, H, W, C): (logits (N, C), embeddings (N, D)) as float32 numpy.
+
+    Batches are padded to one fixed size so the forward pass compiles once per model.
+    """
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    batch_size = min(batch_size, len(x))
+    logits, embeddings = [], []
+    for start in range(0, len(x), batch_size):
+        chunk = x[start:start + batch_size]
+        pad = batch_size - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+        out_logits, out_emb = _forward(variables, chunk, mean, std, model=model)
+        logits.append(np.asarray(out_logits, np.float32)[:len(chunk) - pad])
+        embeddings.append(np.asarray(out_emb, np.float32)[:len(chunk) - pad])
+    return np.concatenate(logits), np.concatenate(embeddings)
+
+
+def evaluate(model: GridResNet, state: TrainState, x: np.ndarray, y: np.ndarray, mean, std,
+             batch_size: int = 1000) -> dict:
+    """{'accuracy', 'loss'} of the deterministic model on (x, y)."""
+    logits, _ = predict(model, state, x, mean, std, batch_size)
+    log_probs = jax.nn.log_softmax(logits, -1)
+    loss = float(-np.mean(np.take_along_axis(np.asarray(log_probs), y[:, None].astype(np.int64), 1)))
+    return {"accuracy": float(np.mean(np.argmax(logits, -1) == y)), "loss": loss}
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train` returns: the final state, the best validation accuracy (if validating), per-epoch history."""
+
+    state: TrainState
+    best_val_accuracy: float | None
+    history: list[dict]
+
+
+def train(arch: Arch, num_classes: int, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, key: jax.Array,
+          stats: tuple[np.ndarray, np.ndarray], *, val: tuple[np.ndarray, np.ndarray] | None = None,
+          resume: tuple[int, TrainState, list[dict]] | None = None,
+          on_epoch: Callable[[int, TrainState, list[dict]], None] | None = None,
+          label: str = "") -> TrainResult:
+    """Trains A(arch) from scratch on (x (N,H,W,C) uint8, y (N,)) for cfg.epochs epochs.
+
+    key fixes the initial weights (fold_in 0) and every epoch's sampling and augmentation
+    (fold_in epoch+1), so a run resumed at epoch e from `resume=(e, state, history)` continues
+    exactly as the uninterrupted run. With `val`, every epoch is scored on it and the best
+    accuracy is returned (iNAS candidates). `on_epoch(epochs_done, state, history)` is called after
+    each epoch (checkpointing). Raises TrainingDiverged on a non-finite loss.
+    """
+    model = make_model(arch, num_classes, cfg)
+    mean, std = (jnp.asarray(s) for s in stats)
+    if resume is None:
+        start, state, history = 0, init_state(model, cfg, jax.random.fold_in(key, 0), x.shape[1:]), []
+    else:
+        start, state, history = resume[0], resume[1], list(resume[2])
+    x_dev, y_dev = jnp.asarray(x), jnp.asarray(y, jnp.int32)
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        epoch_key = jax.random.fold_in(key, epoch + 1)
+        batches = epoch_batches(jax.random.fold_in(epoch_key, 0), len(x), cfg)
+        state, losses, accs = train_epoch(state, x_dev, y_dev, jnp.asarray(batches), mean, std,
+                                          jax.random.fold_in(epoch_key, 1), model=model, cfg=cfg)
+        loss = float(jnp.mean(losses))
+        if not np.isfinite(loss):
+            raise TrainingDiverged(f"{label or arch}: training loss is {loss} at epoch {epoch + 1}; "
+                                   "lower the learning rate or check the data")
+        record = {"epoch": epoch + 1, "loss": loss, "train_accuracy": float(jnp.mean(accs)),
+                  "seconds": time.perf_counter() - t0}
+        if val is not None:
+            record["val_accuracy"] = evaluate(model, state, val[0], val[1], mean, std, cfg.eval_batch_size)["accuracy"]
+        history.append(record)
+        log.info("%s epoch %d/%d loss %.4f train_acc %.3f%s (%.1fs)", label or arch, epoch + 1, cfg.epochs,
+                 loss, record["train_accuracy"],
+                 f" val_acc {record['val_accuracy']:.3f}" if val is not None else "", record["seconds"])
+        if on_epoch is not None:
+            on_epoch(epoch + 1, state, history)
+    best = max((r["val_accuracy"] for r in history), default=None) if val is not None else None
+    return TrainResult(state, best, history)

@@ -1,0 +1,87 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inas_jax.models import Arch, GridResNet, dropout, head_logits, neighbours, num_params
+
+# Trainable parameters at width 64 (SPEC.md).
+SPEC_COUNTS = [((1, 1), 10, 76_682), ((1, 2), 10, 307_850), ((2, 2), 10, 677_642), ((2, 3), 10, 2_779_914),
+               ((2, 4), 10, 11_178_762), ((12, 5), 10, 296_285_194), ((2, 4), 100, 11_224_932)]
+
+
+def _count_module_params(arch, classes, width=64, shape=(1, 32, 32, 3)):
+    variables = jax.eval_shape(lambda: GridResNet(arch, classes, width).init(jax.random.key(0), jnp.zeros(shape)))
+    return sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
+
+
+@pytest.mark.parametrize("grid,classes,expected", SPEC_COUNTS)
+def test_param_counts_match_spec(grid, classes, expected):
+    arch = Arch(*grid)
+    assert num_params(arch, classes) == expected
+    assert _count_module_params(arch, classes) == expected
+
+
+def test_param_count_other_width_and_channels():
+    arch = Arch(3, 3)
+    assert num_params(arch, 7, width=8, in_channels=1) == _count_module_params(arch, 7, 8, (1, 8, 8, 1))
+
+
+def test_neighbours_spec_examples():
+    assert neighbours(Arch(1, 1)) == [Arch(1, 1), Arch(2, 1), Arch(1, 2)]
+    assert neighbours(Arch(2, 3)) == [Arch(2, 3), Arch(3, 3), Arch(2, 4)]
+
+
+def test_neighbours_grid_edges():
+    assert neighbours(Arch(12, 5)) == [Arch(12, 5)]
+    assert neighbours(Arch(12, 2)) == [Arch(12, 2), Arch(9, 3)]
+    assert neighbours(Arch(3, 5)) == [Arch(3, 5), Arch(4, 5)]
+    for b in range(1, 13):
+        for s in range(1, 6):
+            for n in neighbours(Arch(b, s)):  # monotone: never fewer stacks, never smaller depth at equal stacks
+                assert n.stacks >= s and (n.stacks > s or n.blocks >= b)
+
+
+@pytest.mark.parametrize("bad", [(0, 1), (13, 1), (1, 0), (1, 6), (-1, 2)])
+def test_arch_outside_grid_is_refused(bad):
+    with pytest.raises(ValueError, match="outside the grid"):
+        Arch(*bad)
+
+
+def test_arch_parse():
+    assert Arch.parse("2,4") == Arch(2, 4) == Arch.parse("A(2,4)") == Arch.parse("2x4")
+    with pytest.raises(ValueError, match="cannot parse"):
+        Arch.parse("resnet18")
+
+
+def test_forward_small_one_channel_inputs_past_1x1():
+    """8x8 digits through 5 stacks: spatial size reaches 1x1 at stack 3 and must stay valid."""
+    model = GridResNet(Arch(1, 5), 10, width=4)
+    x = jnp.ones((3, 8, 8, 1))
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    logits, emb = jax.jit(model.apply)(variables, x)
+    assert logits.shape == (3, 10) and emb.shape == (3, 4 * 16)
+    assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_dropout_only_on_embedding_and_head_matches():
+    model = GridResNet(Arch(1, 2), 10, width=4)
+    x = jax.random.normal(jax.random.key(1), (5, 16, 16, 3))
+    variables = model.init(jax.random.key(0), x)
+    det_logits, emb = model.apply(variables, x)
+    np.testing.assert_allclose(head_logits(variables["params"], emb), det_logits, rtol=1e-5, atol=1e-5)
+    key = jax.random.key(7)
+    drop_logits, drop_emb = model.apply(variables, x, dropout_key=key, dropout_rate=0.5)
+    np.testing.assert_array_equal(drop_emb, emb)  # the embedding itself is never dropped
+    assert not np.allclose(drop_logits, det_logits)
+    np.testing.assert_allclose(head_logits(variables["params"], dropout(emb, key, 0.5)), drop_logits,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+    model = GridResNet(Arch(1, 1), 10, width=4, dtype=jnp.bfloat16)
+    x = jnp.ones((2, 8, 8, 3))
+    variables = model.init(jax.random.key(0), x)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables["params"]))
+    logits, emb = model.apply(variables, x)
+    assert logits.shape == (2, 10) and emb.dtype == jnp.float32

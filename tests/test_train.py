@@ -1,0 +1,104 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import CIFAR10_NPZ
+from inas_jax.data import load_npz
+from inas_jax.models import Arch
+from inas_jax.train import TrainConfig, TrainingDiverged, epoch_batches, evaluate, make_model, train
+
+TINY = TrainConfig(epochs=2, epoch_size=256, batch_size=32, width=4, flip=False, max_shift=1, max_rotation=10.0)
+
+
+def _leaves(state):
+    return [np.asarray(x) for x in jax.tree.leaves((state.params, state.batch_stats))]
+
+
+def test_learns_digits_above_90_percent(digits):
+    cfg = TrainConfig(epochs=8, epoch_size=2048, batch_size=64, width=8, flip=False, max_shift=1,
+                      max_rotation=10.0)
+    result = train(Arch(1, 2), 10, digits.x_train, digits.y_train, cfg, jax.random.key(0), digits.channel_stats)
+    model = make_model(Arch(1, 2), 10, cfg)
+    metrics = evaluate(model, result.state, digits.x_test, digits.y_test, *digits.channel_stats)
+    assert metrics["accuracy"] > 0.90, metrics
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_same_key_same_parameters_and_other_key_differs(digits):
+    x, y = digits.x_train[:200], digits.y_train[:200]
+    a = train(Arch(1, 1), 10, x, y, TINY, jax.random.key(3), digits.channel_stats)
+    b = train(Arch(1, 1), 10, x, y, TINY, jax.random.key(3), digits.channel_stats)
+    c = train(Arch(1, 1), 10, x, y, TINY, jax.random.key(4), digits.channel_stats)
+    for la, lb in zip(_leaves(a.state), _leaves(b.state)):
+        np.testing.assert_array_equal(la, lb)
+    assert any(not np.array_equal(la, lc) for la, lc in zip(_leaves(a.state), _leaves(c.state)))
+
+
+def test_resume_mid_training_equals_uninterrupted(digits):
+    x, y = digits.x_train[:200], digits.y_train[:200]
+    cfg = TINY.replace(epochs=3)
+    full = train(Arch(1, 1), 10, x, y, cfg, jax.random.key(5), digits.channel_stats)
+    saved = {}
+    train(Arch(1, 1), 10, x, y, cfg.replace(epochs=3), jax.random.key(5), digits.channel_stats,
+          on_epoch=lambda e, s, h: saved.setdefault(e, (jax.device_get(s), list(h))))
+    state1, hist1 = saved[1]
+    resumed = train(Arch(1, 1), 10, x, y, cfg, jax.random.key(5), digits.channel_stats, resume=(1, state1, hist1))
+    for la, lb in zip(_leaves(full.state), _leaves(resumed.state)):
+        np.testing.assert_array_equal(la, lb)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+
+
+def test_validation_mode_returns_best_epoch(digits):
+    x, y = digits.x_train[:300], digits.y_train[:300]
+    result = train(Arch(1, 1), 10, x, y, TINY.replace(epochs=3), jax.random.key(0), digits.channel_stats,
+                   val=(digits.x_test[:100], digits.y_test[:100]))
+    assert result.best_val_accuracy == max(h["val_accuracy"] for h in result.history)
+
+
+def test_epoch_batches_oversample_evenly():
+    cfg = TrainConfig(epoch_size=1000, batch_size=10)
+    idx = epoch_batches(jax.random.key(0), 30, cfg)
+    assert idx.shape == (100, 10)
+    counts = np.bincount(idx.ravel(), minlength=30)
+    assert counts.max() - counts.min() <= 1 and counts.sum() == 1000
+
+
+def test_lr_schedule_decays_at_half_and_three_quarters():
+    from inas_jax.train import make_optimizer
+    cfg = TrainConfig(epochs=4, epoch_size=40, batch_size=10, weight_decay=0.0, momentum=0.0, nesterov=False)
+    tx = make_optimizer(cfg)
+    params = {"w": jnp.ones(())}
+    state = tx.init(params)
+    steps = []
+    for _ in range(16):
+        update, state = tx.update({"w": jnp.ones(())}, state, params)
+        steps.append(-float(update["w"]))
+    np.testing.assert_allclose(steps, [0.1] * 8 + [0.01] * 4 + [0.001] * 4, rtol=1e-6)
+
+
+def test_weight_decay_only_on_conv_kernels():
+    from inas_jax.train import _conv_kernel_mask, init_state
+    model = make_model(Arch(1, 2), 10, TINY)
+    state = init_state(model, TINY, jax.random.key(0), (8, 8, 1))
+    mask = _conv_kernel_mask(state.params)
+    flat = {"/".join(k.key for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(mask)}
+    assert flat["stem_conv/kernel"] and flat["stack2_block1/proj_conv/kernel"]
+    assert not flat["stem_conv/bias"] and not flat["head/kernel"] and not flat["stem_bn/scale"]
+
+
+def test_divergence_is_detected(digits):
+    with pytest.raises(TrainingDiverged, match="loss is"):
+        train(Arch(1, 1), 10, digits.x_train[:64], digits.y_train[:64], TINY.replace(lr=1e30),
+              jax.random.key(0), digits.channel_stats)
+
+
+@pytest.mark.skipif(not CIFAR10_NPZ.exists(), reason=f"real CIFAR-10 not present at {CIFAR10_NPZ}")
+def test_real_cifar10_learns_above_chance():
+    ds = load_npz(str(CIFAR10_NPZ))
+    order = np.random.default_rng(0).permutation(len(ds.y_train))[:3000]
+    cfg = TrainConfig(epochs=2, epoch_size=3072, batch_size=128, width=8)
+    result = train(Arch(1, 1), 10, ds.x_train[order], ds.y_train[order], cfg, jax.random.key(0), ds.channel_stats)
+    metrics = evaluate(make_model(Arch(1, 1), 10, cfg), result.state, ds.x_test[:1000], ds.y_test[:1000],
+                       *ds.channel_stats)
+    assert metrics["accuracy"] > 0.25, metrics
