@@ -1,0 +1,119 @@
+"""Run configuration: presets, the label schedule, and validation of every setting before work starts."""
+from __future__ import annotations
+
+import dataclasses
+
+from inas_jax.models import Arch
+from inas_jax.queries import QUERY_NAMES
+from inas_jax.train import TrainConfig
+
+STRATEGIES = ("inas", "fixed")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the setting and the bad value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines the results of one active-learning run (not where it is stored)."""
+
+    dataset: str = "digits"
+    query: str = "sr"
+    strategy: str = "inas"
+    arch: tuple[int, int] = (1, 1)  # start of iNAS, or the fixed architecture
+    initial_size: int = 100
+    query_sizes: tuple[int, ...] = (100,)  # the last size repeats until the budget
+    budget: int = 500
+    train: TrainConfig = TrainConfig()
+    inas_epochs: int = 4
+    t_inas: int = 1
+    seed: int = 0
+    mc_passes: int = 100
+    mc_rate: float = 0.5
+
+    @property
+    def start_arch(self) -> Arch:
+        return Arch(*self.arch)
+
+    @property
+    def candidate_train(self) -> TrainConfig:
+        """iNAS candidates: the final training's schedule, stopped after inas_epochs."""
+        return self.train.replace(epochs=self.inas_epochs, schedule_epochs=self.train.epochs)
+
+    def schedule(self) -> list[int]:
+        """Labelled-set sizes of the rounds: initial_size, then + query_sizes[i] (last repeating), to budget."""
+        sizes = [self.initial_size]
+        while sizes[-1] < self.budget:
+            step = self.query_sizes[min(len(sizes) - 1, len(self.query_sizes) - 1)]
+            sizes.append(min(sizes[-1] + step, self.budget))
+        return sizes
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        d = dict(d)
+        d["train"] = TrainConfig(**d["train"])
+        d["arch"], d["query_sizes"] = tuple(d["arch"]), tuple(d["query_sizes"])
+        return cls(**d)
+
+
+# Presets are flag values; explicit flags override them.
+PRESETS: dict[str, dict] = {
+    # The protocol of SPEC.md exactly (GPU/TPU scale).
+    "paper": dict(width=64, epochs=200, epoch_size=50_000, batch_size=128, inas_epochs=50, initial_size=2000,
+                  query_sizes=(2000, 2000, 2000, 2000, 5000), budget=50_000, flip=True, max_shift=4,
+                  max_rotation=15.0, t_inas=1),
+    # A few minutes on a laptop CPU with the default digits data.
+    "cpu": dict(width=8, epochs=12, epoch_size=2048, batch_size=64, inas_epochs=4, initial_size=100,
+                query_sizes=(100,), budget=500, flip=True, max_shift=4, max_rotation=15.0, t_inas=1),
+}
+# Augmentation that suits a dataset better than the preset's (no mirrored digits; 8x8 images).
+DATASET_AUGMENT = {"digits": dict(flip=False, max_shift=1, max_rotation=10.0)}
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Names of the settings that differ between two config dicts, as 'name: old -> new'."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{k}.")
+        elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def validate(cfg: RunConfig, pool_size: int | None = None) -> None:
+    """Raises ConfigError naming the first bad setting. pool_size: the dataset's train size, when known."""
+    if cfg.query not in QUERY_NAMES:
+        raise ConfigError(f"--query={cfg.query!r} is unknown: choose one of {', '.join(QUERY_NAMES)}")
+    if cfg.strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy={cfg.strategy!r} is unknown: choose one of {', '.join(STRATEGIES)}")
+    try:
+        Arch(*cfg.arch)
+    except ValueError as err:
+        raise ConfigError(f"--arch={cfg.arch[0]},{cfg.arch[1]}: {err}") from None
+    positive = dict(initial_size=cfg.initial_size, budget=cfg.budget, epochs=cfg.train.epochs,
+                    epoch_size=cfg.train.epoch_size, batch_size=cfg.train.batch_size, width=cfg.train.width,
+                    inas_epochs=cfg.inas_epochs, t_inas=cfg.t_inas, mc_passes=cfg.mc_passes)
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"--{name}={value} must be positive")
+    if not cfg.query_sizes or any(q <= 0 for q in cfg.query_sizes):
+        raise ConfigError(f"--query_sizes={','.join(map(str, cfg.query_sizes))} must be positive numbers")
+    if cfg.initial_size > cfg.budget:
+        raise ConfigError(f"--initial_size={cfg.initial_size} exceeds --budget={cfg.budget}")
+    if pool_size is not None and cfg.budget > pool_size:
+        raise ConfigError(f"--budget={cfg.budget} exceeds the pool: dataset {cfg.dataset!r} has {pool_size} "
+                          "training points")
+    if cfg.train.max_shift < 0 or cfg.train.max_rotation < 0:
+        raise ConfigError("--max_shift and --max_rotation must be >= 0")
+    if not 0.0 < cfg.mc_rate < 1.0:
+        raise ConfigError(f"--mc_rate={cfg.mc_rate} must be in (0, 1)")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"--lr={cfg.train.lr} must be positive")
+    if cfg.train.compute_dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"--compute_dtype={cfg.train.compute_dtype!r}: choose float32 or bfloat16")

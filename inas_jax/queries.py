@@ -1,0 +1,132 @@
+"""Query functions: which unlabelled pool points to label next. Pure functions, never given labels.
+
+Every function takes what it scores (model outputs or embeddings over the whole pool), the
+labelled mask (N,) bool, the batch size b and, where random, a key; it returns b distinct indices
+(int32) of unlabelled points, the most informative first.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from inas_jax.models import dropout, head_logits
+
+QUERY_NAMES = ("sr", "mcdropout", "coreset", "random")
+
+
+def _check(labelled: np.ndarray, b: int) -> None:
+    free = int(labelled.size - np.count_nonzero(labelled))
+    if not 0 < b <= free:
+        raise ValueError(f"cannot query {b} points: the pool has {free} unlabelled points")
+
+
+def _top_b(scores: np.ndarray, labelled: np.ndarray, b: int) -> np.ndarray:
+    """The b unlabelled indices of highest score; ties broken by the lower index (stable)."""
+    masked = np.where(labelled, -np.inf, scores.astype(np.float64))
+    return np.argsort(-masked, kind="stable")[:b].astype(np.int32)
+
+
+def random_query(key: jax.Array, labelled: np.ndarray, b: int) -> np.ndarray:
+    """b unlabelled indices uniformly at random without replacement."""
+    _check(labelled, b)
+    free = np.flatnonzero(~labelled)
+    pick = jax.random.choice(key, len(free), (b,), replace=False)
+    return free[np.asarray(pick)].astype(np.int32)
+
+
+def softmax_response(logits: np.ndarray, labelled: np.ndarray, b: int) -> np.ndarray:
+    """Softmax response: the b unlabelled points whose largest softmax probability is lowest.
+
+    logits (N, C) of the deterministic model.
+    """
+    _check(labelled, b)
+    confidence = np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32), -1).max(-1))
+    return _top_b(-confidence, labelled, b)
+
+
+@functools.partial(jax.jit, static_argnames=("passes", "rate"))
+def _mc_variance(head_params, embeddings, key, *, passes: int, rate: float):
+    """Variance over `passes` dropout samples of p(c | x), c = deterministic argmax. (N,) float32."""
+    predicted = jnp.argmax(head_logits(head_params, embeddings), -1)
+
+    def class_prob(k):
+        probs = jax.nn.softmax(head_logits(head_params, dropout(embeddings, k, rate)), -1)
+        return jnp.take_along_axis(probs, predicted[:, None], 1)[:, 0]
+
+    samples = jax.vmap(class_prob)(jax.random.split(key, passes))  # (passes, N)
+    return jnp.var(samples, axis=0)
+
+
+def mc_dropout_scores(params, embeddings: np.ndarray, key: jax.Array, passes: int = 100, rate: float = 0.5,
+                      chunk: int = 8192) -> np.ndarray:
+    """MC-dropout scores (N,) from penultimate embeddings (N, D) and the model's params.
+
+    Dropout sits only on the embedding, so the backbone runs once and only the dense head is
+    sampled: the same distribution as `passes` full stochastic forward passes. The pool is
+    processed in chunks of `chunk` points; chunk i uses key fold_in(key, i), so the result equals
+    full forward passes over the same chunks with keys split(fold_in(key, i), passes).
+    """
+    head = {"head": params["head"]}
+    out = []
+    for i, start in enumerate(range(0, len(embeddings), chunk)):
+        part = jnp.asarray(embeddings[start:start + chunk], jnp.float32)
+        out.append(np.asarray(_mc_variance(head, part, jax.random.fold_in(key, i), passes=passes, rate=rate)))
+    return np.concatenate(out)
+
+
+def mc_dropout(params, embeddings: np.ndarray, labelled: np.ndarray, b: int, key: jax.Array,
+               passes: int = 100, rate: float = 0.5) -> np.ndarray:
+    """MC-dropout query: the b unlabelled points whose predicted-class probability varies most."""
+    _check(labelled, b)
+    return _top_b(mc_dropout_scores(params, embeddings, key, passes, rate), labelled, b)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk",))
+def _min_sq_dist(points, centres, centre_valid, *, chunk: int):
+    """min over valid centres of |p - c|^2 for every point: (N,), via chunks of `chunk` centres.
+
+    centres (L, D) with L a multiple of chunk; memory O(N * chunk), never N x L.
+    """
+    sq_points = jnp.sum(points * points, 1)
+
+    def body(i, best):
+        c = jax.lax.dynamic_slice_in_dim(centres, i * chunk, chunk)
+        valid = jax.lax.dynamic_slice_in_dim(centre_valid, i * chunk, chunk)
+        d = sq_points[:, None] - 2.0 * points @ c.T + jnp.sum(c * c, 1)[None, :]
+        return jnp.minimum(best, jnp.min(jnp.where(valid[None, :], d, jnp.inf), 1))
+
+    best = jax.lax.fori_loop(0, centres.shape[0] // chunk, body, jnp.full(points.shape[0], jnp.inf))
+    return jnp.maximum(best, 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("b",))
+def _greedy_k_center(points, min_dist, taken, *, b: int):
+    """b greedy farthest-point picks; min_dist (N,) is updated with exact squared distances."""
+    def body(i, carry):
+        min_dist, taken, picks = carry
+        pick = jnp.argmax(jnp.where(taken, -jnp.inf, min_dist))
+        d = jnp.sum(jnp.square(points - points[pick]), 1)
+        return jnp.minimum(min_dist, d), taken.at[pick].set(True), picks.at[i].set(pick)
+
+    _, _, picks = jax.lax.fori_loop(0, b, body, (min_dist, taken, jnp.zeros((b,), jnp.int32)))
+    return picks
+
+
+def coreset(embeddings: np.ndarray, labelled: np.ndarray, b: int, chunk: int = 1024) -> np.ndarray:
+    """Greedy k-center (Sener & Savarese) on embeddings (N, D): repeatedly pick the unlabelled point
+    farthest from its nearest labelled-or-picked point. Memory O(N * D). With no labelled point
+    the first pick is the lowest index (all distances are infinite).
+    """
+    _check(labelled, b)
+    points = jnp.asarray(embeddings, jnp.float32)
+    centres_idx = np.flatnonzero(labelled)
+    padded = -(-max(len(centres_idx), 1) // chunk) * chunk
+    chunk = min(chunk, padded)
+    idx = np.zeros(padded, np.int64)
+    idx[:len(centres_idx)] = centres_idx
+    valid = np.arange(padded) < len(centres_idx)
+    min_dist = _min_sq_dist(points, points[idx], jnp.asarray(valid), chunk=chunk)
+    return np.asarray(_greedy_k_center(points, min_dist, jnp.asarray(labelled), b=b)).astype(np.int32)
