@@ -1,0 +1,66 @@
+"""The paper's experiments as driver commands, for GPU/TPU machines (one command per run).
+
+  python experiments/paper.py main --dataset=cifar10 --seeds=0,1,2           # print the commands
+  python experiments/paper.py main --dataset=svhn --data_dir=$HOME/tfds --run # run them in turn
+  python experiments/paper.py sener --dataset=cifar10                         # Sener & Savarese schedule
+  python experiments/paper.py longtail --dataset=cifar10                      # 25,000 passive, then coreset
+
+main: queries {sr, mcdropout, coreset} x {iNAS, fixed A(1,2), fixed A(2,4)}, plus random querying
+with iNAS, all with --preset=paper (SPEC.md's protocol). Each command resumes from its workdir, so
+rerunning this script after a preemption continues every unfinished run. Afterwards:
+  python -m inas_jax.report --out=report runs/paper/*
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+
+STRATEGIES = [("inas", None), ("fixed", "1,2"), ("fixed", "2,4")]
+SETTINGS = {
+    "main": dict(queries=["sr", "mcdropout", "coreset"], extra=[]),
+    "sener": dict(queries=["sr", "mcdropout", "coreset"],
+                  extra=["--initial_size=5000", "--query_sizes=5000,5000,5000,30000", "--budget=50000"]),
+    "longtail": dict(queries=["coreset"], extra=["--initial_size=25000", "--query_sizes=5000", "--budget=50000"]),
+}
+
+
+def commands(experiment: str, dataset: str, seeds: list[int], data_dir: str | None) -> list[list[str]]:
+    setting = SETTINGS[experiment]
+    runs = [(s, a, q) for q in setting["queries"] for s, a in STRATEGIES]
+    if experiment == "main":
+        runs.append(("inas", None, "random"))
+    out = []
+    for seed in seeds:
+        for strategy, arch, query in runs:
+            name = f"{dataset}_{strategy}{arch.replace(',', 'x') if arch else ''}_{query}_seed{seed}"
+            cmd = [sys.executable, "-m", "inas_jax.main", "--preset=paper", f"--dataset={dataset}",
+                   f"--query={query}", f"--strategy={strategy}", f"--seed={seed}",
+                   f"--workdir=runs/{experiment}/{name}", *setting["extra"]]
+            if arch:
+                cmd.append(f"--arch={arch}")
+            if data_dir:
+                cmd.append(f"--data_dir={data_dir}")
+            out.append(cmd)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("experiment", choices=sorted(SETTINGS))
+    parser.add_argument("--dataset", default="cifar10", help="cifar10 | cifar100 | svhn | npz:PATH")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--run", action="store_true", help="run the commands in turn instead of printing them")
+    args = parser.parse_args()
+    cmds = commands(args.experiment, args.dataset, [int(s) for s in args.seeds.split(",")], args.data_dir)
+    for cmd in cmds:
+        print(shlex.join(cmd), flush=True)
+        if args.run and subprocess.run(cmd).returncode != 0:
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

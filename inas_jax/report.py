@@ -1,0 +1,159 @@
+"""python -m inas_jax.report --out=DIR RUN [RUN ...]: learning curves and architectures from results.json.
+
+RUN is a workdir, a results.json, or a glob of either. Runs with the same dataset, strategy (iNAS or
+the fixed architecture) and query are seeds of one curve, drawn as mean +- std over seeds. Writes:
+  curves_<strategy>.png   test accuracy vs labels, one line per query
+  compare_<query>.png     the same query under every strategy
+  architectures.png       the architecture iNAS chose per round (blocks x stacks and parameters)
+  summary.md              area under each learning curve (mean accuracy over the label range) and final accuracy
+"""
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def load_runs(patterns: list[str]) -> list[dict]:
+    """results.json contents of every run found, each with the key 'path' added; unfinished runs too."""
+    runs = []
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern)) or [pattern]:
+            file = os.path.join(path, "results.json") if os.path.isdir(path) else path
+            if not os.path.isfile(file):
+                raise FileNotFoundError(f"no results.json at {path!r}")
+            with open(file) as f:
+                run = json.load(f)
+            if run["rounds"]:
+                runs.append(dict(run, path=file))
+    return runs
+
+
+def strategy_name(config: dict) -> str:
+    return "iNAS" if config["strategy"] == "inas" else "A(%d,%d)" % tuple(config["arch"])
+
+
+def group_runs(runs: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """{(dataset, strategy, query): [runs of different seeds]}."""
+    groups = collections.defaultdict(list)
+    for run in runs:
+        c = run["config"]
+        groups[(c["dataset"], strategy_name(c), c["query"])].append(run)
+    return dict(groups)
+
+
+def curve(runs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels (R,), mean accuracy (R,), std (R,)) over seeds, on the rounds every seed completed."""
+    n = min(len(r["rounds"]) for r in runs)
+    labels = np.array([r["num_labelled"] for r in runs[0]["rounds"][:n]])
+    acc = np.array([[r["test_accuracy"] for r in run["rounds"][:n]] for run in runs])
+    return labels, acc.mean(0), acc.std(0)
+
+
+def area_under_curve(labels: np.ndarray, accuracy: np.ndarray) -> float:
+    """Mean accuracy over the label range: trapezoidal area / (last - first labels); one point = itself."""
+    if len(labels) < 2:
+        return float(accuracy[0])
+    return float(np.sum((accuracy[1:] + accuracy[:-1]) / 2 * np.diff(labels)) / (labels[-1] - labels[0]))
+
+
+def summary_table(groups) -> str:
+    rows = ["| dataset | strategy | query | seeds | labels | AUC (mean +- std) | final accuracy (mean +- std) |",
+            "|---|---|---|---|---|---|---|"]
+    for (dataset, strategy, query), runs in sorted(groups.items()):
+        labels, _, _ = curve(runs)
+        aucs = [area_under_curve(labels, np.array([r["test_accuracy"] for r in run["rounds"][:len(labels)]]))
+                for run in runs]
+        finals = [run["rounds"][len(labels) - 1]["test_accuracy"] for run in runs]
+        rows.append(f"| {dataset} | {strategy} | {query} | {len(runs)} | {labels[0]}-{labels[-1]} | "
+                    f"{np.mean(aucs):.4f} +- {np.std(aucs):.4f} | {np.mean(finals):.4f} +- {np.std(finals):.4f} |")
+    return "\n".join(rows) + "\n"
+
+
+def _plot_lines(ax, items, title):
+    for name, runs in items:
+        labels, mean, std = curve(runs)
+        ax.plot(labels, mean, marker="o", ms=3, label=f"{name} (n={len(runs)})")
+        ax.fill_between(labels, mean - std, mean + std, alpha=0.2)
+    ax.set(xlabel="labelled points", ylabel="test accuracy", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+
+
+def write_report(runs: list[dict], out: str) -> list[str]:
+    """Writes the PNGs and summary.md into `out`; returns the paths written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out, exist_ok=True)
+    groups = group_runs(runs)
+    written = []
+    datasets = sorted({k[0] for k in groups})
+    for key_index, prefix in ((1, "curves"), (2, "compare")):
+        for value in sorted({k[key_index] for k in groups}):
+            fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+            for ax, dataset in zip(axes[0], datasets):
+                items = sorted((k[3 - key_index], v) for k, v in groups.items()
+                               if k[0] == dataset and k[key_index] == value)
+                _plot_lines(ax, items, f"{dataset}: {value}")
+            path = os.path.join(out, f"{prefix}_{value.replace('(', '').replace(')', '').replace(',', 'x')}.png")
+            fig.tight_layout()
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+    inas = [(k, v) for k, v in sorted(groups.items()) if k[1] == "iNAS"]
+    if inas:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+        for (dataset, _, query), runs in inas:
+            for i, run in enumerate(runs):
+                labels = [r["num_labelled"] for r in run["rounds"]]
+                blocks = [r["arch"][0] * r["arch"][1] for r in run["rounds"]]
+                name = f"{dataset} {query} seed {run['config']['seed']}"
+                ax1.plot(labels, blocks, marker="o", ms=3, alpha=0.8, label=name)
+                for x, y, r in zip(labels, blocks, run["rounds"]):
+                    if i == 0:
+                        ax1.annotate("A(%d,%d)" % tuple(r["arch"]), (x, y), fontsize=7, alpha=0.7)
+                ax2.plot(labels, [r["num_params"] for r in run["rounds"]], marker="o", ms=3, alpha=0.8, label=name)
+        ax1.set(xlabel="labelled points", ylabel="total blocks (blocks x stacks)", title="architecture chosen by iNAS")
+        ax2.set(xlabel="labelled points", ylabel="trainable parameters", yscale="log", title="model size")
+        for ax in (ax1, ax2):
+            ax.grid(alpha=0.3)
+        ax2.legend(fontsize=7)
+        fig.tight_layout()
+        path = os.path.join(out, "architectures.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    path = os.path.join(out, "summary.md")
+    with open(path, "w") as f:
+        f.write(summary_table(groups))
+    written.append(path)
+    return written
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m inas_jax.report", description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="workdirs, results.json files, or globs of them")
+    parser.add_argument("--out", default="report", help="output directory")
+    args = parser.parse_args(argv)
+    try:
+        runs = load_runs(args.runs)
+    except (FileNotFoundError, json.JSONDecodeError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not runs:
+        print("error: no run has a completed round", file=sys.stderr)
+        return 2
+    for path in write_report(runs, args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,129 @@
+"""The driver end to end on digits with tiny settings: every query x strategy, resume, refusal."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from absl import flags
+
+from inas_jax import main as cli
+
+TINY = ["--initial_size=40", "--query_sizes=20", "--budget=60", "--epochs=2", "--epoch_size=128",
+        "--batch_size=32", "--inas_epochs=1", "--width=4", "--mc_passes=8"]
+
+
+def run_cli(args):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["inas_jax"] + args)
+    return cli.main(["inas_jax"])
+
+
+def _results(workdir):
+    with open(os.path.join(workdir, "results.json")) as f:
+        return json.load(f)
+
+
+def _without_timings(results):
+    for r in results["rounds"]:
+        r.pop("seconds")
+    return results
+
+
+@pytest.mark.parametrize("strategy", ["inas", "fixed"])
+@pytest.mark.parametrize("query", ["sr", "mcdropout", "coreset", "random"])
+def test_two_rounds_every_query_and_strategy(tmp_path, capsys, query, strategy):
+    args = TINY + [f"--query={query}", f"--strategy={strategy}", f"--workdir={tmp_path}"]
+    if strategy == "fixed":
+        args.append("--arch=1,2")
+    assert run_cli(args) == 0
+    results = _results(tmp_path)
+    assert results["finished"] and [r["num_labelled"] for r in results["rounds"]] == [40, 60]
+    for r in results["rounds"]:
+        assert {"num_labelled", "arch", "num_params", "test_accuracy", "candidates", "seconds"} <= set(r)
+        assert set(r["seconds"]) == {"search", "train", "query"} and 0.0 <= r["test_accuracy"] <= 1.0
+    if strategy == "fixed":
+        assert all(r["arch"] == [1, 2] and r["candidates"] == [] for r in results["rounds"])
+    else:
+        assert {tuple(c["arch"]) for c in results["rounds"][0]["candidates"]} == {(1, 1), (2, 1), (1, 2)}
+    assert len(results["labelled"]) == 60 and len(set(results["labelled"])) == 60
+    assert "test acc" in capsys.readouterr().out
+
+
+def test_rerun_of_a_finished_run_changes_nothing(tmp_path):
+    args = TINY + ["--strategy=fixed", "--arch=1,1", f"--workdir={tmp_path}"]
+    assert run_cli(args) == 0
+    first = _results(tmp_path)
+    assert run_cli(args) == 0
+    assert _results(tmp_path) == first
+
+
+def test_refuses_workdir_of_another_config(tmp_path, capsys):
+    args = TINY + ["--strategy=fixed", "--arch=1,1", f"--workdir={tmp_path}"]
+    assert run_cli(args + ["--budget=40"]) == 0
+    assert run_cli(args + ["--budget=40", "--seed=1"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "seed: 0 -> 1" in err
+
+
+def test_resume_mid_training_equals_uninterrupted(tmp_path, monkeypatch):
+    """A crash inside round 2's training resumes from its epoch checkpoint to the same results."""
+    args = TINY + ["--strategy=fixed", "--arch=1,1", "--epochs=4", "--checkpoint_seconds=0"]
+    assert run_cli(args + [f"--workdir={tmp_path / 'whole'}"]) == 0
+    from inas_jax import train as train_mod
+    real_epoch, calls = train_mod.train_epoch, []
+
+    def crashing_epoch(*a, **k):
+        calls.append(1)
+        if len(calls) == 6:  # round 2, epoch 2 (round 1 used 4 epochs)
+            raise KeyboardInterrupt
+        return real_epoch(*a, **k)
+
+    monkeypatch.setattr(train_mod, "train_epoch", crashing_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(args + [f"--workdir={tmp_path / 'cut'}"])
+    assert os.listdir(tmp_path / "cut" / "training") == ["1"]
+    monkeypatch.setattr(train_mod, "train_epoch", real_epoch)
+    assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 0
+    assert _without_timings(_results(tmp_path / "cut")) == _without_timings(_results(tmp_path / "whole"))
+
+
+def test_killed_process_resumes_to_the_same_results(tmp_path):
+    """SIGKILL the real command once round 1 is committed; rerunning it ends as an uninterrupted run."""
+    flags_ = [*TINY, "--budget=100", "--query=coreset", "--strategy=fixed", "--arch=1,1"]
+    assert run_cli(flags_ + [f"--workdir={tmp_path / 'whole'}"]) == 0
+    args = [sys.executable, "-m", "inas_jax.main", *flags_]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(args + [f"--workdir={cut}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (cut / "results.json").exists() and len(_results(cut)["rounds"]) >= 1:
+            break
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert killed, "the run finished before it could be killed"
+    assert len(_results(cut)["rounds"]) < 4
+    again = subprocess.run(args + [f"--workdir={cut}"], env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stderr
+    assert _without_timings(_results(cut)) == _without_timings(_results(tmp_path / "whole"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--query=entropy"], "--query='entropy' is unknown"),
+    (["--strategy=fixed"], "needs --arch"),
+    (["--arch=0,3"], "outside the grid"),
+    (["--budget=100000"], "exceeds the pool"),
+    (["--dataset=mnist"], "unknown dataset 'mnist'"),
+    (["--query_sizes=10,x"], "comma-separated list of integers"),
+])
+def test_bad_flags_exit_2_and_write_nothing(tmp_path, capsys, args, message):
+    workdir = tmp_path / "w"
+    assert run_cli(TINY + args + [f"--workdir={workdir}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not workdir.exists()

@@ -1,0 +1,101 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inas_jax import queries
+from inas_jax.models import Arch, GridResNet
+
+
+def _mask(n, labelled):
+    m = np.zeros(n, bool)
+    m[list(labelled)] = True
+    return m
+
+
+def test_random_query_is_keyed_distinct_and_unlabelled():
+    mask = _mask(50, range(0, 50, 2))
+    a = queries.random_query(jax.random.key(0), mask, 10)
+    assert len(set(a.tolist())) == 10 and not mask[a].any()
+    np.testing.assert_array_equal(a, queries.random_query(jax.random.key(0), mask, 10))
+    assert not np.array_equal(a, queries.random_query(jax.random.key(1), mask, 10))
+
+
+def test_softmax_response_picks_least_confident_unlabelled():
+    logits = np.array([[5, 0, 0], [0.1, 0, 0], [1, 1, 1], [3, 0, 0], [0.5, 0, 0], [9, 0, 0]], np.float32)
+    # confidence order (lowest first): 2 (uniform), 1, 4, 3, 0, 5; point 2 is labelled
+    np.testing.assert_array_equal(queries.softmax_response(logits, _mask(6, [2]), 3), [1, 4, 3])
+
+
+def test_query_size_is_checked():
+    with pytest.raises(ValueError, match="has 1 unlabelled"):
+        queries.softmax_response(np.zeros((3, 2)), _mask(3, [0, 1]), 2)
+
+
+def _tiny_model_and_embeddings(n=24):
+    model = GridResNet(Arch(1, 2), 5, width=4)
+    x = jax.random.normal(jax.random.key(1), (n, 8, 8, 1))
+    variables = model.init(jax.random.key(0), x)
+    return model, variables, x, np.asarray(model.apply(variables, x)[1])
+
+
+def test_mc_dropout_head_only_equals_full_stochastic_passes():
+    model, variables, x, emb = _tiny_model_and_embeddings()
+    key, passes = jax.random.key(9), 16
+    scores = queries.mc_dropout_scores(variables["params"], emb, key, passes=passes, rate=0.5)
+    predicted = jnp.argmax(model.apply(variables, x)[0], -1)
+    probs = []
+    for k in jax.random.split(jax.random.fold_in(key, 0), passes):  # chunk 0 of the pool
+        logits, _ = model.apply(variables, x, dropout_key=k, dropout_rate=0.5)
+        probs.append(jnp.take_along_axis(jax.nn.softmax(logits, -1), predicted[:, None], 1)[:, 0])
+    np.testing.assert_allclose(scores, np.var(np.stack(probs), 0), rtol=1e-4, atol=1e-7)
+    assert scores.max() > 0
+
+
+def test_mc_dropout_prefers_uncertain_points():
+    # units 0, 1 vote for class 0 and units 2, 3 for class 1
+    params = {"head": {"kernel": jnp.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0]], jnp.float32),
+                       "bias": jnp.zeros(3)}}
+    emb = np.zeros((6, 4), np.float32)
+    emb[3] = [1.0, 0.0, 1.0, 0.0]   # one unit for each class: dropout flips the prediction
+    emb[5] = [0.2, 0.2, 0.0, 0.0]   # weak but one-sided evidence: dropout barely moves p(class 0)
+    scores = queries.mc_dropout_scores(params, emb, jax.random.key(0), passes=64)
+    assert scores[3] > 5 * scores[5] > 0
+    assert scores[[0, 1, 2, 4]].max() < 1e-10  # a zero embedding is unaffected by dropout
+    assert queries.mc_dropout(params, emb, _mask(6, []), 2, jax.random.key(0), passes=64).tolist() == [3, 5]
+    assert queries.mc_dropout(params, emb, _mask(6, [3]), 1, jax.random.key(0), passes=64).tolist() == [5]
+
+
+def _brute_force_k_center(points, labelled_mask, b):
+    d = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
+    centres = list(np.flatnonzero(labelled_mask))
+    picks = []
+    for _ in range(b):
+        mind = d[:, centres].min(1) if centres else np.full(len(points), np.inf)
+        mind[centres] = -1
+        i = int(np.argmax(mind))
+        picks.append(i)
+        centres.append(i)
+    return picks
+
+
+@pytest.mark.parametrize("n_labelled", [0, 1, 7, 40])
+def test_coreset_equals_brute_force(n_labelled):
+    rng = np.random.default_rng(n_labelled)
+    points = rng.standard_normal((120, 6)).astype(np.float32)
+    mask = _mask(120, rng.choice(120, n_labelled, replace=False))
+    picks = queries.coreset(points, mask, 15, chunk=16)
+    assert picks.tolist() == _brute_force_k_center(points.astype(np.float64), mask, 15)
+    assert not mask[picks].any() and len(set(picks.tolist())) == 15
+
+
+def test_coreset_known_answer_on_a_line():
+    points = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [5.0]], np.float32)
+    # labelled {0}: farthest is 11 (index 4), then 5 (index 5), then 2 or 10 by distance 3 vs 1 -> index 2
+    assert queries.coreset(points, _mask(6, [0]), 3).tolist() == [4, 5, 2]
+
+
+def test_coreset_all_duplicates_still_distinct():
+    points = np.zeros((10, 3), np.float32)
+    picks = queries.coreset(points, _mask(10, [0, 1]), 5)
+    assert len(set(picks.tolist())) == 5 and not {0, 1} & set(picks.tolist())
