@@ -38,6 +38,10 @@ def write_json(path: pathlib.Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _first_line(err: Exception) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0][:200]
+
+
 def _manager(directory: pathlib.Path, keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
     return ocp.CheckpointManager(directory.absolute(), options=options)
@@ -77,7 +81,8 @@ class RunStore:
                 m.close()
 
     def load(self) -> PoolState | None:
-        """The last complete round checkpoint; an unreadable one falls back to the one before, with a warning."""
+        """The last complete round checkpoint. An unreadable one is deleted with a warning and the one
+        before is used (the lost round is recomputed identically); never resumes from garbage."""
         for step in sorted(self._rounds.all_steps(), reverse=True):
             try:
                 got = self._rounds.restore(step, args=ocp.args.Composite(
@@ -90,8 +95,9 @@ class RunStore:
                     raise ValueError(f"round {state.round} with {len(state.history)} records under step {step}")
                 return state
             except Exception as err:  # a damaged checkpoint must never be resumed from
-                log.warning("round checkpoint %d in %s is unreadable (%s); trying the previous one",
-                            step, self.dir / "rounds", str(err).splitlines()[0][:200])
+                log.warning("round checkpoint %d in %s is unreadable (%s); falling back to the previous one",
+                            step, self.dir / "rounds", _first_line(err))
+                self._rounds.delete(step)
         return None
 
     def save_round(self, state: PoolState, finished: bool) -> None:
@@ -129,17 +135,22 @@ class RunStore:
     def training_hooks(self, round_: int, task: str, template) -> dict:
         """{'resume': (epoch, state, history) or None, 'on_epoch': checkpoint callback} for train()."""
         resume = None
-        latest = self._training.latest_step()
-        if latest is not None:
-            meta = self._training.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-            if meta["round"] == round_ and meta["task"] == task:
-                got = self._training.restore(latest, args=ocp.args.Composite(
+        for step in sorted(self._training.all_steps(), reverse=True):
+            try:
+                meta = self._training.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+                if meta["round"] != round_ or meta["task"] != task:
+                    break
+                got = self._training.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
                 resume = (int(meta["epoch"]), got["state"], meta["history"])
                 log.info("resuming %s of round %d from epoch %d", task, round_ + 1, meta["epoch"])
-            else:
-                for step in self._training.all_steps():
-                    self._training.delete(step)
+                break
+            except Exception as err:  # damaged: try the previous one, else train from scratch
+                log.warning("training checkpoint %d in %s is unreadable (%s); falling back", step,
+                            self.dir / "training", _first_line(err))
+        if resume is None:
+            for step in self._training.all_steps():
+                self._training.delete(step)
         last_save = [time.monotonic()]
 
         def on_epoch(epoch: int, state, history) -> None:

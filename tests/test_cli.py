@@ -127,3 +127,27 @@ def test_bad_flags_exit_2_and_write_nothing(tmp_path, capsys, args, message):
     assert run_cli(TINY + args + [f"--workdir={workdir}"]) == 2
     assert message in capsys.readouterr().err
     assert not workdir.exists()
+
+
+def test_resume_inside_inas_search_reuses_finished_candidates(tmp_path, monkeypatch):
+    """A crash while training the 2nd iNAS candidate: the 1st is not retrained, results are unchanged."""
+    args = TINY + ["--budget=40", "--epochs=2", "--inas_epochs=2", "--checkpoint_seconds=0"]
+    assert run_cli(args + [f"--workdir={tmp_path / 'whole'}"]) == 0
+    from inas_jax import train as train_mod
+    real_epoch, calls = train_mod.train_epoch, []
+
+    def counting_epoch(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # candidate 1 used epochs 1-2; crash in candidate 2's first epoch
+            raise KeyboardInterrupt
+        return real_epoch(*a, **k)
+
+    monkeypatch.setattr(train_mod, "train_epoch", counting_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(args + [f"--workdir={tmp_path / 'cut'}"])
+    assert json.loads((tmp_path / "cut" / "round_progress.json").read_text())["scores"][0][0] == [1, 1]
+    calls.clear()
+    monkeypatch.setattr(train_mod, "train_epoch", lambda *a, **k: (calls.append(1), real_epoch(*a, **k))[1])
+    assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 0
+    assert len(calls) == 2 + 2 + 2  # candidates 2 and 3, then the final training: candidate 1 reused
+    assert _without_timings(_results(tmp_path / "cut")) == _without_timings(_results(tmp_path / "whole"))
