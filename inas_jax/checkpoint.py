@@ -91,8 +91,12 @@ class RunStore:
                 state = PoolState(labelled=np.asarray(arrays["labelled"], np.int32),
                                   key=np.asarray(arrays["key"], np.uint32), round=int(meta["round"]),
                                   arch=Arch(*meta["arch"]), history=tuple(meta["history"]))
+                sizes = self.cfg.schedule()
+                expected = sizes[min(step, len(sizes) - 1)]
                 if state.round != step or len(state.history) != step:
                     raise ValueError(f"round {state.round} with {len(state.history)} records under step {step}")
+                if len(state.labelled) != expected or len(np.unique(state.labelled)) != expected:
+                    raise ValueError(f"{len(state.labelled)} labelled indices where {expected} distinct are due")
                 return state
             except Exception as err:  # a damaged checkpoint must never be resumed from
                 log.warning("round checkpoint %d in %s is unreadable (%s); falling back to the previous one",

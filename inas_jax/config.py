@@ -106,6 +106,10 @@ def validate(cfg: RunConfig, pool_size: int | None = None) -> None:
         raise ConfigError(f"--query_sizes={','.join(map(str, cfg.query_sizes))} must be positive numbers")
     if cfg.initial_size > cfg.budget:
         raise ConfigError(f"--initial_size={cfg.initial_size} exceeds --budget={cfg.budget}")
+    room = cfg.budget - cfg.initial_size
+    if room and max(cfg.query_sizes) > room:
+        raise ConfigError(f"--query_sizes={','.join(map(str, cfg.query_sizes))} overrun the budget: at most "
+                          f"{room} labels can be queried after --initial_size={cfg.initial_size}")
     if pool_size is not None and cfg.budget > pool_size:
         raise ConfigError(f"--budget={cfg.budget} exceeds the pool: dataset {cfg.dataset!r} has {pool_size} "
                           "training points")

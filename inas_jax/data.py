@@ -137,7 +137,10 @@ def load_npz(path: str) -> Dataset:
         raise DataError(f"npz file {path!r} cannot be read: {err}") from None
     x_train, x_test = (_as_uint8_images(arrays[k], k, path) for k in ("x_train", "x_test"))
     y_train, y_test = (_as_labels(arrays[k], k, path) for k in ("y_train", "y_test"))
-    num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
+    num_classes = int(y_train.max(initial=0)) + 1
+    if y_test.size and y_test.max() >= num_classes:
+        raise DataError(f"y_test in {path!r} has label {int(y_test.max())} but y_train's labels are "
+                        f"0..{num_classes - 1}: every test class must occur in training")
     name = "npz:" + os.path.basename(path)
     return _checked(name, x_train, y_train, x_test, y_test, num_classes, source=path)
 

@@ -12,6 +12,7 @@ import logging
 import os
 import pathlib
 import re
+import shutil
 import sys
 import time
 
@@ -93,14 +94,21 @@ def default_workdir(cfg: RunConfig) -> str:
     return os.path.join("runs", f"{dataset}_{strategy}_{cfg.query}_seed{cfg.seed}")
 
 
-def check_workdir(path: str) -> None:
-    """The workdir must be a directory we can write, or creatable; nothing is written here."""
+def prepare_workdir(path: str) -> None:
+    """Creates the workdir (the last check, after every other setting is valid) and proves it writable."""
     p = pathlib.Path(path)
     if p.exists() and not p.is_dir():
         raise ConfigError(f"--workdir={path!r} exists and is not a directory")
-    existing = next((q for q in [p, *p.parents] if q.exists()), pathlib.Path("."))
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--workdir={path!r} is not writable")
+    created = not p.exists()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / ".write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        if created:
+            shutil.rmtree(p, ignore_errors=True)
+        raise ConfigError(f"--workdir={path!r} is not writable: {err.strerror or err}") from None
 
 
 def format_table(history) -> str:
@@ -138,9 +146,11 @@ def main(argv) -> int:
         cfg = config_from_flags()
         validate(cfg)
         workdir = _WORKDIR.value or default_workdir(cfg)
-        check_workdir(workdir)
+        if _CKPT_SECONDS.value < 0:
+            raise ConfigError(f"--checkpoint_seconds={_CKPT_SECONDS.value} must be >= 0")
         dataset = load_dataset(cfg.dataset, _DATA_DIR.value)
         validate(cfg, pool_size=len(dataset.x_train))
+        prepare_workdir(workdir)
         store = RunStore(workdir, cfg, _CKPT_SECONDS.value)
         store.open()
     except (ConfigError, DataError, ConfigMismatch) as err:

@@ -114,21 +114,6 @@ def test_killed_process_resumes_to_the_same_results(tmp_path):
     assert _without_timings(_results(cut)) == _without_timings(_results(tmp_path / "whole"))
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--query=entropy"], "--query='entropy' is unknown"),
-    (["--strategy=fixed"], "needs --arch"),
-    (["--arch=0,3"], "outside the grid"),
-    (["--budget=100000"], "exceeds the pool"),
-    (["--dataset=mnist"], "unknown dataset 'mnist'"),
-    (["--query_sizes=10,x"], "comma-separated list of integers"),
-])
-def test_bad_flags_exit_2_and_write_nothing(tmp_path, capsys, args, message):
-    workdir = tmp_path / "w"
-    assert run_cli(TINY + args + [f"--workdir={workdir}"]) == 2
-    assert message in capsys.readouterr().err
-    assert not workdir.exists()
-
-
 def test_resume_inside_inas_search_reuses_finished_candidates(tmp_path, monkeypatch):
     """A crash while training the 2nd iNAS candidate: the 1st is not retrained, results are unchanged."""
     args = TINY + ["--budget=40", "--epochs=2", "--inas_epochs=2", "--checkpoint_seconds=0"]

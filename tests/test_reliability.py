@@ -1,0 +1,208 @@
+"""Crash safety, corrupted checkpoints, divergence, determinism and bad input, through the driver."""
+import json
+import os
+import pathlib
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from test_cli import TINY, _results, _without_timings, run_cli
+
+HERE = pathlib.Path(__file__).parent
+RUN = TINY + ["--budget=80", "--query=sr", "--checkpoint_seconds=0"]  # iNAS, 3 rounds: 40, 60, 80 labels
+
+
+def _child(site, n, delay, workdir):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, str(HERE / "crash_child.py"), site, str(n), str(delay), *RUN,
+                           f"--workdir={workdir}"], env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("whole")
+    assert run_cli(RUN + [f"--workdir={workdir}"]) == 0
+    return _without_timings(_results(workdir))
+
+
+def test_ten_sigkills_at_random_moments_then_same_results(tmp_path, uninterrupted):
+    """SIGKILL during training steps, queries, checkpoint writes and at random times; resume each time."""
+    rng = random.Random(2026)
+    sites = ["step", "save", "query", "time", "step", "save", "step", "save", "time", "save"]
+    kills = []
+    for site in sites:
+        n = rng.randint(1, 4) if site != "query" else 1
+        delay = rng.uniform(4.0, 14.0) if site == "time" else rng.uniform(0.0, 0.05)
+        proc = _child(site, n, delay, tmp_path)
+        assert proc.returncode in (0, -9), proc.stderr[-2000:]
+        kills.append(proc.returncode == -9)
+    assert sum(kills) >= 8, kills
+    final = _child("none", 0, 0, tmp_path)
+    assert final.returncode == 0, final.stderr[-2000:]
+    got = _without_timings(_results(tmp_path))
+    assert got["labelled"] == uninterrupted["labelled"]
+    assert got == uninterrupted
+
+
+def _corrupt_arrays(step_dir: pathlib.Path):
+    for f in (step_dir / "arrays").rglob("*"):
+        if f.is_file() and f.name != "commit_success.txt":
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
+
+
+@pytest.mark.parametrize("damage", ["truncate_arrays", "garbage_meta", "wrong_labelled"])
+def test_corrupted_latest_round_falls_back_with_warning(tmp_path, uninterrupted, capsys, damage):
+    assert run_cli(RUN + [f"--workdir={tmp_path}"]) == 0
+    latest = tmp_path / "rounds" / "3"
+    if damage == "truncate_arrays":
+        _corrupt_arrays(latest)
+    elif damage == "garbage_meta":
+        (latest / "meta" / "metadata").write_text('{"round": 3, "arch": [1,')
+    else:  # a checkpoint that reads fine but does not match its round
+        meta = json.loads((latest / "meta" / "metadata").read_text())
+        meta["round"] = 2
+        (latest / "meta" / "metadata").write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert run_cli(RUN + [f"--workdir={tmp_path}"]) == 0
+    err = capsys.readouterr().err
+    assert "round checkpoint 3" in err and "unreadable" in err and "resuming" in err
+    assert _without_timings(_results(tmp_path)) == uninterrupted
+
+
+def test_corrupted_training_checkpoint_restarts_that_training(tmp_path, uninterrupted, monkeypatch, capsys):
+    from inas_jax import train as train_mod
+    real, calls = train_mod.train_epoch, []
+
+    def crashing(*a, **k):
+        calls.append(1)
+        if len(calls) == 10:  # round 2, final training epoch 2 (5 epochs per round: 3 candidates + 2)
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "train_epoch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(RUN + [f"--workdir={tmp_path}"])
+    monkeypatch.setattr(train_mod, "train_epoch", real)
+    steps = list((tmp_path / "training").iterdir())
+    assert steps
+    for step in steps:
+        for f in step.rglob("*"):
+            if f.is_file() and f.name != "commit_success.txt":
+                f.write_bytes(b"\0garbage")
+    capsys.readouterr()
+    assert run_cli(RUN + [f"--workdir={tmp_path}"]) == 0
+    assert "training checkpoint" in capsys.readouterr().err
+    assert _without_timings(_results(tmp_path)) == uninterrupted
+
+
+def test_divergence_stops_with_a_clear_message_and_no_nan_result(tmp_path, capsys):
+    assert run_cli(TINY + ["--lr=1e30", "--strategy=fixed", "--arch=1,1", f"--workdir={tmp_path}"]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "training loss is" in err
+    results = tmp_path / "results.json"
+    assert not results.exists() or "NaN" not in results.read_text()
+
+
+def test_same_seed_same_run_and_other_seed_differs(tmp_path):
+    args = TINY + ["--budget=80", "--query=coreset"]
+    runs = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        assert run_cli(args + [f"--seed={seed}", f"--workdir={tmp_path / name}"]) == 0
+        runs.append(_without_timings(_results(tmp_path / name)))
+    assert runs[0] == runs[1]
+    assert runs[0]["labelled"] != runs[2]["labelled"]
+    assert [r["test_accuracy"] for r in runs[0]["rounds"]] != [r["test_accuracy"] for r in runs[2]["rounds"]]
+
+
+def _npz(tmp_path, **arrays):
+    base = dict(x_train=np.zeros((100, 8, 8, 1), np.uint8), y_train=np.arange(100) % 10,
+                x_test=np.zeros((20, 8, 8, 1), np.uint8), y_test=np.arange(20) % 10)
+    base.update(arrays)
+    path = tmp_path / "data.npz"
+    np.savez(path, **base)
+    return f"--dataset=npz:{path}"
+
+
+BAD_FLAGS = [
+    (["--dataset=mnist"], "unknown dataset 'mnist'"),
+    (["--query=entropy"], "--query='entropy' is unknown"),
+    (["--strategy=grow"], "--strategy='grow' is unknown"),
+    (["--strategy=fixed"], "needs --arch"),
+    (["--arch=13,1"], "outside the grid"),
+    (["--arch=2,6"], "outside the grid"),
+    (["--arch=two"], "is not BLOCKS,STACKS"),
+    (["--budget=100000"], "--budget=100000 exceeds the pool"),
+    (["--initial_size=0"], "--initial_size=0 must be positive"),
+    (["--initial_size=-5"], "--initial_size=-5 must be positive"),
+    (["--initial_size=100", "--budget=60"], "--initial_size=100 exceeds --budget=60"),
+    (["--query_sizes=0"], "--query_sizes=0 must be positive"),
+    (["--query_sizes=20,-1"], "--query_sizes=20,-1 must be positive"),
+    (["--query_sizes=30"], "--query_sizes=30 overrun the budget"),
+    (["--query_sizes=10,x"], "comma-separated list of integers"),
+    (["--epochs=0"], "--epochs=0 must be positive"),
+    (["--epochs=-3"], "--epochs=-3 must be positive"),
+    (["--inas_epochs=0"], "--inas_epochs=0 must be positive"),
+    (["--preset=huge"], "--preset='huge' is unknown"),
+    (["--checkpoint_seconds=-1"], "--checkpoint_seconds=-1.0 must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_flags_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
+    workdir = tmp_path / "w"
+    assert run_cli(TINY + args + [f"--workdir={workdir}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+    assert not workdir.exists()
+
+
+BAD_NPZ = [
+    (dict(x_train=np.zeros((100, 8, 8, 1, 1), np.uint8)), "expected (N, H, W, C)"),
+    (dict(x_train=np.zeros((100, 8, 8, 1), np.int16)), "dtype int16"),
+    (dict(y_train=np.arange(100) - 1), "negative label"),
+    (dict(y_test=np.arange(20) * 100), "has label 1900 but y_train's labels are 0..9"),
+    (dict(y_train=np.arange(99) % 10), "100 images but y_train has 99"),
+    (dict(x_test=np.full((20, 8, 8, 1), np.nan, np.float32)), "NaN"),
+    (dict(x_test=np.array([{"evil": 1}] * 20, dtype=object)), "pickled"),
+]
+
+
+@pytest.mark.parametrize("arrays,message", BAD_NPZ, ids=[m for _, m in BAD_NPZ])
+def test_bad_npz_exits_2_with_one_line(tmp_path, capsys, arrays, message):
+    workdir = tmp_path / "w"
+    assert run_cli(TINY + [_npz(tmp_path, **arrays), f"--workdir={workdir}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+    assert not workdir.exists()
+
+
+def test_unreadable_npz_and_bad_workdirs(tmp_path, capsys, monkeypatch):
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"PK\x03\x04 truncated")
+    assert run_cli(TINY + [f"--dataset=npz:{garbage}", f"--workdir={tmp_path / 'w'}"]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert run_cli(TINY + [f"--workdir={a_file}"]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+    assert run_cli(TINY + [f"--workdir={a_file / 'sub'}"]) == 2
+    assert "is not writable" in capsys.readouterr().err
+
+    def refuse(self, *a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", refuse)
+    assert run_cli(TINY + [f"--workdir={tmp_path / 'ro'}"]) == 2
+    assert "is not writable: Permission denied" in capsys.readouterr().err
+    assert not (tmp_path / "ro").exists()
+
+
+def test_real_command_reports_bad_flag_in_one_line():
+    proc = subprocess.run([sys.executable, "-m", "inas_jax.main", "--query=entropy"], capture_output=True, text=True,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: --query='entropy' is unknown: choose one of sr, mcdropout, "
+                                                "coreset, random"]
