@@ -98,6 +98,74 @@ def head_logits(params: Any, embedding: jax.Array) -> jax.Array:
 
 
 _conv_init = nn.initializers.he_normal()
+CONV_IMPLS = ("auto", "xla", "patches")
+
+
+def conv_patches(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
+    """A convolution as patch extraction + one matmul (im2col). x (B, H, W, Cin), kernel (k, k, Cin, Cout).
+
+    XLA:CPU's convolution collapses at small spatial size with many channels (a 2x2x512 3x3 conv
+    runs ~50x slower than this GEMM); the result is the same convolution up to float rounding.
+    """
+    k, _, cin, cout = kernel.shape
+    b, h, w, _ = x.shape
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    if pad:
+        x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    cols = [x[:, i:i + (ho - 1) * stride + 1:stride, j:j + (wo - 1) * stride + 1:stride, :]
+            for i in range(k) for j in range(k)]
+    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, -1)
+    out = patches.reshape(b * ho * wo, k * k * cin) @ kernel.reshape(k * k * cin, cout)
+    return out.reshape(b, ho, wo, cout)
+
+
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    """3x3 max-pool, stride 2, SAME padding (as nn.max_pool) of x (B, H, W, C), computed separably:
+    a max over 3 strided row slices, then over 3 strided column slices.
+
+    Same values as XLA's reduce_window; its gradient is cheap selects instead of select_and_scatter
+    (2.4x faster fwd+bwd at 128x32x32x64 on the CPU).
+    """
+    (pt, pb), (pl, pr) = jax.lax.padtype_to_pads(x.shape[1:3], (3, 3), (2, 2), "SAME")
+    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=-jnp.inf)
+    ho, wo = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
+    rows = [x[:, i:i + 2 * (ho - 1) + 1:2] for i in range(3)]
+    x = jnp.maximum(jnp.maximum(rows[0], rows[1]), rows[2])
+    cols = [x[:, :, j:j + 2 * (wo - 1) + 1:2] for j in range(3)]
+    return jnp.maximum(jnp.maximum(cols[0], cols[1]), cols[2])
+
+
+class Conv(nn.Module):
+    """k x k convolution with bias, padding (k-1)/2, He-normal init: nn.Conv's parameters and result.
+
+    impl: "xla" (lax.conv), "patches" (conv_patches) or "auto": patches on the CPU where XLA's
+    convolution is slow (output <= 4x4, or <= 4 input channels), XLA otherwise and on accelerators.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    dtype: Any = jnp.float32
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x):
+        k, cin = self.kernel_size, x.shape[-1]
+        kernel = self.param("kernel", _conv_init, (k, k, cin, self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        pad = (k - 1) // 2
+        out_size = (min(x.shape[1], x.shape[2]) + 2 * pad - k) // self.stride + 1
+        impl = self.impl
+        if impl == "auto":
+            small = out_size <= 4 or cin <= 4
+            impl = "patches" if small and jax.default_backend() == "cpu" else "xla"
+        if impl == "patches":
+            y = conv_patches(x, kernel, self.stride, pad)
+        else:
+            y = jax.lax.conv_general_dilated(x, kernel, (self.stride,) * 2, [(pad, pad)] * 2,
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + bias.astype(self.dtype)
 
 
 class BasicBlock(nn.Module):
@@ -106,12 +174,11 @@ class BasicBlock(nn.Module):
     features: int
     stride: int
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = lambda f, k, s, name: nn.Conv(  # noqa: E731
-            f, (k, k), (s, s), padding=[((k - 1) // 2,) * 2] * 2, use_bias=True,
-            kernel_init=_conv_init, dtype=self.dtype, name=name)
+        conv = lambda f, k, s, name: Conv(f, k, s, self.dtype, self.conv_impl, name=name)  # noqa: E731
         norm = lambda name: nn.BatchNorm(  # noqa: E731
             use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=name)
         y = nn.relu(norm("bn1")(conv(self.features, 3, self.stride, "conv1")(x)))
@@ -127,25 +194,27 @@ class GridResNet(nn.Module):
     Returns (logits (N, num_classes) float32, embedding (N, width * 2**(stacks-1)) float32).
     Dropout acts on the embedding only, with an explicit `dropout_key`; rate 0 when training.
     `dtype` is the compute dtype (bfloat16 on accelerators); parameters stay float32.
+    `conv_impl` chooses the convolution lowering (see `Conv`); every choice gives the same function.
     """
 
     arch: Arch
     num_classes: int
     width: int = 64
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool = False, dropout_key=None, dropout_rate: float = 0.0):
         x = x.astype(self.dtype)
-        x = nn.Conv(self.width, (3, 3), padding=[(1, 1), (1, 1)], kernel_init=_conv_init,
-                    dtype=self.dtype, name="stem_conv")(x)
+        x = Conv(self.width, 3, 1, self.dtype, self.conv_impl, name="stem_conv")(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, name="stem_bn")(x)
-        x = nn.max_pool(nn.relu(x), (3, 3), strides=(2, 2), padding="SAME")
+        x = max_pool_3x3_s2(nn.relu(x))
         for s in range(self.arch.stacks):
             for b in range(self.arch.blocks):
                 stride = 2 if (s > 0 and b == 0) else 1
-                x = BasicBlock(self.width * 2 ** s, stride, self.dtype, name=f"stack{s + 1}_block{b + 1}")(x, train)
+                x = BasicBlock(self.width * 2 ** s, stride, self.dtype, self.conv_impl,
+                               name=f"stack{s + 1}_block{b + 1}")(x, train)
         embedding = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
         dropped = dropout(embedding, dropout_key, dropout_rate)
         logits = nn.Dense(self.num_classes, name="head")(dropped)

@@ -52,6 +52,7 @@ class TrainConfig:
     max_rotation: float = 15.0
     width: int = 64
     compute_dtype: str = "float32"
+    conv_impl: str = "auto"  # auto | xla | patches: how convolutions are lowered (models.Conv)
     eval_batch_size: int = 1000
 
     @property
@@ -78,7 +79,7 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def make_model(arch: Arch, num_classes: int, cfg: TrainConfig) -> GridResNet:
-    return GridResNet(arch, num_classes, cfg.width, jnp.dtype(cfg.compute_dtype))
+    return GridResNet(arch, num_classes, cfg.width, jnp.dtype(cfg.compute_dtype), cfg.conv_impl)
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:

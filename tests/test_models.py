@@ -1,6 +1,8 @@
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from inas_jax.models import Arch, GridResNet, dropout, head_logits, neighbours, num_params
@@ -85,3 +87,49 @@ def test_bfloat16_compute_keeps_float32_params():
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables["params"]))
     logits, emb = model.apply(variables, x)
     assert logits.shape == (2, 10) and emb.dtype == jnp.float32
+
+
+def _plain_flax_conv(features, kernel_size, stride=1, dtype=jnp.float32, impl="auto", name=None):
+    pad = (kernel_size - 1) // 2
+    return flax.linen.Conv(features, (kernel_size,) * 2, (stride,) * 2, padding=[(pad, pad)] * 2, dtype=dtype,
+                           name=name)
+
+
+def _loss_and_grads(model, variables, x, y):
+    def loss_fn(params):
+        (logits, _), updates = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                                           train=True, mutable=["batch_stats"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
+    (loss, updates), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
+    return loss, grads, updates
+
+
+@pytest.mark.parametrize("impl", ["auto", "patches", "xla"])
+@pytest.mark.parametrize("grid", [(1, 1), (1, 4), (2, 5)])
+def test_fast_paths_equal_plain_flax_conv_and_pool(monkeypatch, impl, grid):
+    """Patch-GEMM convs and the separable max-pool give plain flax's loss, gradients and BN stats."""
+    from inas_jax import models
+    x = jax.random.normal(jax.random.key(1), (32, 16, 16, 3))  # enough samples for well-conditioned BN at 1x1
+    y = jnp.arange(32) % 10
+    fast = GridResNet(Arch(*grid), 10, width=8, conv_impl=impl)
+    variables = jax.jit(fast.init)(jax.random.key(0), x)
+    got = _loss_and_grads(fast, variables, x, y)
+    monkeypatch.setattr(models, "Conv", _plain_flax_conv)
+    monkeypatch.setattr(models, "max_pool_3x3_s2", lambda h: flax.linen.max_pool(h, (3, 3), (2, 2), "SAME"))
+    plain = GridResNet(Arch(*grid), 10, width=8)
+    assert jax.tree.structure(plain.init(jax.random.key(0), x)) == jax.tree.structure(variables)
+    want = _loss_and_grads(plain, variables, x, y)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    # conv biases feeding BN have mathematically zero gradients: compare on the whole gradient's scale
+    scale = max(float(np.abs(w).max()) for w in jax.tree.leaves(want[1]))
+    for g, w in zip(jax.tree.leaves(got[1]), jax.tree.leaves(want[1])):
+        np.testing.assert_allclose(g, w, rtol=2e-4, atol=1e-5 * scale)
+    for g, w in zip(jax.tree.leaves(got[2]), jax.tree.leaves(want[2])):  # BN running statistics
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_max_pool_matches_reduce_window_on_odd_and_tiny_inputs():
+    from inas_jax.models import max_pool_3x3_s2
+    for shape in [(2, 32, 32, 3), (2, 7, 9, 1), (1, 1, 1, 4), (3, 2, 2, 5)]:
+        x = jax.random.normal(jax.random.key(0), shape)
+        np.testing.assert_array_equal(max_pool_3x3_s2(x), flax.linen.max_pool(x, (3, 3), (2, 2), "SAME"))
