@@ -46,6 +46,8 @@ _DTYPE = flags.DEFINE_string("compute_dtype", "float32", "float32 | bfloat16 (ac
 _MC_PASSES = flags.DEFINE_integer("mc_passes", 100, "MC-dropout stochastic passes.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the initial set, weights, batches and queries.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/DATASET_STRATEGY_QUERY_seedN).")
+_MULTIHOST = flags.DEFINE_boolean("multihost", False, "Call jax.distributed.initialize() first (multi-host "
+                                  "TPU/GPU pods; every host runs the same command).")
 _CKPT_SECONDS = flags.DEFINE_float("checkpoint_seconds", 60.0, "Minimum seconds between mid-training checkpoints.")
 
 log = logging.getLogger("inas_jax")
@@ -140,7 +142,7 @@ def main(argv) -> int:
     from inas_jax import active
     from inas_jax.checkpoint import ConfigMismatch, RunStore
     from inas_jax.data import DataError, load_dataset
-    from inas_jax.train import TrainingDiverged
+    from inas_jax.train import TrainingDiverged, check_batch_divisible
 
     try:
         cfg = config_from_flags()
@@ -148,6 +150,13 @@ def main(argv) -> int:
         workdir = _WORKDIR.value or default_workdir(cfg)
         if _CKPT_SECONDS.value < 0:
             raise ConfigError(f"--checkpoint_seconds={_CKPT_SECONDS.value} must be >= 0")
+        if _MULTIHOST.value:
+            import jax
+            jax.distributed.initialize()
+        try:
+            check_batch_divisible(cfg.train.batch_size)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         dataset = load_dataset(cfg.dataset, _DATA_DIR.value)
         validate(cfg, pool_size=len(dataset.x_train))
         prepare_workdir(workdir)

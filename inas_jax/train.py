@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from inas_jax.augment import augment
 from inas_jax.models import Arch, GridResNet
@@ -76,6 +77,23 @@ class TrainState(flax.struct.PyTreeNode):
     params: Any
     batch_stats: Any
     opt_state: Any
+
+
+def data_parallel() -> tuple[NamedSharding, NamedSharding]:
+    """(replicated, batch-sharded) shardings over a 1-D mesh of every device ("data" axis).
+
+    Parameters, optimizer state and the labelled images are replicated; each step's batch of
+    indices is split across devices, so under jit the gather, forward, BN statistics and gradient
+    all-reduce run data-parallel with the same global-batch semantics as one device.
+    """
+    mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+
+
+def check_batch_divisible(batch_size: int, what: str = "--batch_size") -> None:
+    if batch_size % jax.device_count():
+        raise ValueError(f"{what}={batch_size} is not divisible by the {jax.device_count()} devices: "
+                         "the global batch is split evenly across them")
 
 
 def make_model(arch: Arch, num_classes: int, cfg: TrainConfig) -> GridResNet:
@@ -144,9 +162,14 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array, idx: jax.Array, me
 
 def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, batches: np.ndarray, mean: jax.Array,
                 std: jax.Array, key: jax.Array, *, model: GridResNet, cfg: TrainConfig):
-    """One `train_step` per row of `batches` (S, B). Returns (state, losses (S,), accuracies (S,))."""
+    """One `train_step` per row of `batches` (S, B), each batch split across devices.
+
+    Returns (state, losses (S,), accuracies (S,)).
+    """
+    _, sharded = data_parallel()
     losses, accs = [], []
     for idx in batches:
+        idx = jax.device_put(np.asarray(idx, np.int32), sharded)
         state, loss, acc = train_step(state, x, y, idx, mean, std, key, model=model, cfg=cfg.step_config())
         losses.append(loss)
         accs.append(acc)
@@ -175,16 +198,19 @@ def predict(model: GridResNet, state: TrainState, x: np.ndarray, mean, std,
             batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic pass over x (N, H, W, C): (logits (N, C), embeddings (N, D)) as float32 numpy.
 
-    Batches are padded to one fixed size so the forward pass compiles once per model.
+    Batches are padded to one fixed size (a multiple of the device count) so the forward pass
+    compiles once per model, and are split across devices.
     """
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    replicated, sharded = data_parallel()
+    batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
+    variables = jax.device_put({"params": state.params, "batch_stats": state.batch_stats}, replicated)
     logits, embeddings = [], []
     for start in range(0, len(x), batch_size):
         chunk = x[start:start + batch_size]
         pad = batch_size - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        out_logits, out_emb = _forward(variables, chunk, mean, std, model=model)
+        out_logits, out_emb = _forward(variables, jax.device_put(chunk, sharded), mean, std, model=model)
         logits.append(np.asarray(out_logits, np.float32)[:len(chunk) - pad])
         embeddings.append(np.asarray(out_emb, np.float32)[:len(chunk) - pad])
     return np.concatenate(logits), np.concatenate(embeddings)
@@ -224,15 +250,19 @@ def train(arch: Arch, num_classes: int, x: np.ndarray, y: np.ndarray, cfg: Train
     for the last epoch and whenever 10 s passed since the last line. Raises TrainingDiverged on a
     non-finite loss.
     """
+    check_batch_divisible(cfg.batch_size)
     model = make_model(arch, num_classes, cfg)
-    mean, std = (jnp.asarray(s) for s in stats)
+    replicated, _ = data_parallel()
+    mean, std = jax.device_put((np.asarray(stats[0]), np.asarray(stats[1])), replicated)
     if resume is None:
         start, state, history = 0, init_state(model, cfg, jax.random.fold_in(key, 0), x.shape[1:]), []
     else:
         start, state, history = resume[0], resume[1], list(resume[2])
+    state = jax.device_put(state, replicated)
     pad = max(0, (capacity or 0) - len(x))
-    x_dev = jnp.asarray(np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x)
-    y_dev = jnp.asarray(np.concatenate([y, np.zeros((pad,), y.dtype)]) if pad else y, jnp.int32)
+    x_dev = jax.device_put(np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x, replicated)
+    y_dev = jax.device_put(np.concatenate([y, np.zeros((pad,), y.dtype)]).astype(np.int32) if pad
+                           else np.asarray(y, np.int32), replicated)
     last_log = time.perf_counter()
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()

@@ -26,6 +26,22 @@ def _results(workdir):
         return json.load(f)
 
 
+def crash_at_epoch_call(monkeypatch, n):
+    """Makes the n-th call of train.train_epoch raise KeyboardInterrupt (a crash inside a training);
+    returns the real train_epoch."""
+    from inas_jax import train as train_mod
+    real, calls = train_mod.train_epoch, []
+
+    def crashing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_epoch", crashing)
+    return real
+
+
 def _without_timings(results):
     for r in results["rounds"]:
         r.pop("seconds")
@@ -73,15 +89,7 @@ def test_resume_mid_training_equals_uninterrupted(tmp_path, monkeypatch):
     args = TINY + ["--strategy=fixed", "--arch=1,1", "--epochs=4", "--checkpoint_seconds=0"]
     assert run_cli(args + [f"--workdir={tmp_path / 'whole'}"]) == 0
     from inas_jax import train as train_mod
-    real_epoch, calls = train_mod.train_epoch, []
-
-    def crashing_epoch(*a, **k):
-        calls.append(1)
-        if len(calls) == 6:  # round 2, epoch 2 (round 1 used 4 epochs)
-            raise KeyboardInterrupt
-        return real_epoch(*a, **k)
-
-    monkeypatch.setattr(train_mod, "train_epoch", crashing_epoch)
+    real_epoch = crash_at_epoch_call(monkeypatch, 6)  # round 2, epoch 2 (round 1 used 4 epochs)
     with pytest.raises(KeyboardInterrupt):
         run_cli(args + [f"--workdir={tmp_path / 'cut'}"])
     assert os.listdir(tmp_path / "cut" / "training") == ["1"]
@@ -119,19 +127,11 @@ def test_resume_inside_inas_search_reuses_finished_candidates(tmp_path, monkeypa
     args = TINY + ["--budget=40", "--epochs=2", "--inas_epochs=2", "--checkpoint_seconds=0"]
     assert run_cli(args + [f"--workdir={tmp_path / 'whole'}"]) == 0
     from inas_jax import train as train_mod
-    real_epoch, calls = train_mod.train_epoch, []
-
-    def counting_epoch(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:  # candidate 1 used epochs 1-2; crash in candidate 2's first epoch
-            raise KeyboardInterrupt
-        return real_epoch(*a, **k)
-
-    monkeypatch.setattr(train_mod, "train_epoch", counting_epoch)
+    real_epoch = crash_at_epoch_call(monkeypatch, 3)  # candidate 1 used epochs 1-2; crash in candidate 2's first
     with pytest.raises(KeyboardInterrupt):
         run_cli(args + [f"--workdir={tmp_path / 'cut'}"])
     assert json.loads((tmp_path / "cut" / "round_progress.json").read_text())["scores"][0][0] == [1, 1]
-    calls.clear()
+    calls = []
     monkeypatch.setattr(train_mod, "train_epoch", lambda *a, **k: (calls.append(1), real_epoch(*a, **k))[1])
     assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 0
     assert len(calls) == 2 + 2 + 2  # candidates 2 and 3, then the final training: candidate 1 reused

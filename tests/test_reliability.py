@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from test_cli import TINY, _results, _without_timings, run_cli
+from test_cli import TINY, _results, _without_timings, crash_at_epoch_call, run_cli
 
 HERE = pathlib.Path(__file__).parent
 RUN = TINY + ["--budget=80", "--query=sr", "--checkpoint_seconds=0"]  # iNAS, 3 rounds: 40, 60, 80 labels
@@ -74,15 +74,7 @@ def test_corrupted_latest_round_falls_back_with_warning(tmp_path, uninterrupted,
 
 def test_corrupted_training_checkpoint_restarts_that_training(tmp_path, uninterrupted, monkeypatch, capsys):
     from inas_jax import train as train_mod
-    real, calls = train_mod.train_epoch, []
-
-    def crashing(*a, **k):
-        calls.append(1)
-        if len(calls) == 10:  # round 2, final training epoch 2 (5 epochs per round: 3 candidates + 2)
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(train_mod, "train_epoch", crashing)
+    real = crash_at_epoch_call(monkeypatch, 10)  # round 2, final training epoch 2 (3 candidates + 2 per round)
     with pytest.raises(KeyboardInterrupt):
         run_cli(RUN + [f"--workdir={tmp_path}"])
     monkeypatch.setattr(train_mod, "train_epoch", real)

@@ -1,0 +1,125 @@
+"""Query-function speed: coreset vs the numpy peer, MC-dropout head-only vs full passes, pool inference.
+
+  python experiments/bench_queries.py                     # the issue-4 sizes (a few minutes)
+  python experiments/bench_queries.py --pool=5000 --full_passes=2
+
+coreset: greedy k-center, N=--pool points of dimension --dim, --labelled labelled, --picks picks, timed
+  against ../shared/tools/peer_kcenter_numpy.py's kcenter_greedy on the same arrays in this process;
+  the sha1 of the picked indices of both is printed (equal = same picks).
+mcdropout: --passes passes over --mc_pool 32x32x3 images with A(1,1) at --width: the head-only path
+  (backbone once + vmapped head) vs full stochastic forward passes, of which --full_passes are timed
+  and scaled to --passes; scores of the first --check_passes passes are compared exactly.
+inference: predict() images/s over the MC pool vs the training step's images/s (same model and batch).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from inas_jax import queries
+from inas_jax.models import Arch
+from inas_jax.train import TrainConfig, init_state, make_model, predict, train_epoch
+
+PEER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "peer_kcenter_numpy.py"
+POOL = flags.DEFINE_integer("pool", 50_000, "Coreset pool size N.")
+DIM = flags.DEFINE_integer("dim", 512, "Embedding dimension D.")
+LABELLED = flags.DEFINE_integer("labelled", 2000, "Labelled points.")
+PICKS = flags.DEFINE_integer("picks", 2000, "Coreset picks.")
+MC_POOL = flags.DEFINE_integer("mc_pool", 10_000, "MC-dropout pool size.")
+PASSES = flags.DEFINE_integer("passes", 100, "MC-dropout passes.")
+FULL_PASSES = flags.DEFINE_integer("full_passes", 3, "Full forward passes actually timed (scaled to --passes).")
+WIDTH = flags.DEFINE_integer("width", 64, "Base width of the A(1,1) model for MC-dropout and inference.")
+
+
+def sha1(idx) -> str:
+    return hashlib.sha1(np.asarray(idx, np.int64).tobytes()).hexdigest()[:12]
+
+
+def bench_coreset():
+    rng = np.random.default_rng(0)
+    points = rng.standard_normal((POOL.value, DIM.value), np.float32)
+    mask = np.zeros(POOL.value, bool)
+    mask[:LABELLED.value] = True
+    queries.coreset(points[:4096], mask[:4096], 8)  # compile the small shapes' siblings
+    t = time.perf_counter()
+    ours = queries.coreset(points, mask, PICKS.value)
+    t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    ours_again = queries.coreset(points, mask, PICKS.value)
+    t_ours_warm = time.perf_counter() - t
+    assert np.array_equal(ours, ours_again)
+    line = f"coreset N={POOL.value} D={DIM.value} L={LABELLED.value} picks={PICKS.value}: inas_jax {t_ours_warm:.2f}s " \
+           f"(first call incl. compile {t_ours:.2f}s) sha1 {sha1(ours)}"
+    if PEER.exists():
+        spec = importlib.util.spec_from_file_location("peer", PEER)
+        peer = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(peer)
+        t = time.perf_counter()
+        theirs = peer.kcenter_greedy(points[LABELLED.value:], points[:LABELLED.value], PICKS.value) + LABELLED.value
+        t_peer = time.perf_counter() - t
+        same = np.array_equal(ours, theirs)
+        line += f" | numpy peer {t_peer:.2f}s sha1 {sha1(theirs)} | speed-up {t_peer / t_ours_warm:.1f}x, " \
+                f"same picks: {same}"
+    print(line, flush=True)
+
+
+def bench_mc_and_inference():
+    cfg = TrainConfig(width=WIDTH.value, batch_size=128, epoch_size=128 * 3, flip=False, max_shift=0, max_rotation=0.0)
+    model = make_model(Arch(1, 1), 10, cfg)
+    state = init_state(model, cfg, jax.random.key(0), (32, 32, 3))
+    rng = np.random.default_rng(1)
+    pool = rng.integers(0, 256, (MC_POOL.value, 32, 32, 3), np.uint8)
+    mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
+    predict(model, state, pool[:1000], mean, std)  # compile
+    t = time.perf_counter()
+    logits, emb = predict(model, state, pool, mean, std)
+    t_infer = time.perf_counter() - t
+    key = jax.random.key(3)
+    queries.mc_dropout_scores(state.params, emb[:100], key, passes=PASSES.value)  # compile
+    t = time.perf_counter()
+    scores = queries.mc_dropout_scores(state.params, emb, key, passes=PASSES.value)
+    t_head = time.perf_counter() - t + t_infer  # the head-only path needs the one deterministic pass too
+
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    full = jax.jit(lambda xb, k: jax.nn.softmax(model.apply(variables, (xb.astype(jnp.float32) / 255 - mean) / std,
+                                                            dropout_key=k, dropout_rate=0.5)[0], -1))
+    full(pool[:1000], key)
+    t = time.perf_counter()
+    for k in jax.random.split(key, FULL_PASSES.value):
+        for s in range(0, len(pool), 1000):
+            jax.block_until_ready(full(pool[s:s + 1000], k))
+    t_full = (time.perf_counter() - t) * PASSES.value / FULL_PASSES.value
+    print(f"mcdropout {PASSES.value} passes over {MC_POOL.value} images, A(1,1) width {WIDTH.value}: head-only "
+          f"{t_head:.2f}s (incl. the deterministic pass {t_infer:.2f}s) | full passes {t_full:.1f}s "
+          f"(timed {FULL_PASSES.value}, scaled) | speed-up {t_full / t_head:.0f}x", flush=True)
+
+    x = np.asarray(pool[:512])
+    y = np.zeros(512, np.int32)
+    batches = np.arange(384).reshape(3, 128) % 512
+    s2, *_ = train_epoch(state, x, y, batches[:1], mean, std, key, model=model, cfg=cfg)
+    jax.block_until_ready(s2)
+    t = time.perf_counter()
+    s2, losses, _ = train_epoch(s2, x, y, batches, mean, std, key, model=model, cfg=cfg)
+    jax.block_until_ready(losses)
+    train_ips = 384 / (time.perf_counter() - t)
+    print(f"inference {MC_POOL.value / t_infer:.0f} images/s vs training step {train_ips:.0f} images/s "
+          f"(forward is ~1/3 of a step: inference should be >= 3x the step) -> {MC_POOL.value / t_infer / train_ips:.1f}x",
+          flush=True)
+    return scores
+
+
+def main(_):
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}")
+    bench_coreset()
+    bench_mc_and_inference()
+
+
+if __name__ == "__main__":
+    app.run(main)

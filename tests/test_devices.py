@@ -1,0 +1,41 @@
+"""Data parallelism over forced host devices: same accuracy as one device, divisibility checked."""
+import json
+import os
+import subprocess
+import sys
+
+SCRIPT = """
+import json, jax
+from inas_jax.data import load_digits
+from inas_jax.models import Arch
+from inas_jax.train import TrainConfig, check_batch_divisible, evaluate, make_model, train
+d = load_digits()
+cfg = TrainConfig(epochs=6, epoch_size=1024, batch_size=64, width=8, flip=False, max_shift=1, max_rotation=10.0)
+r = train(Arch(1, 2), 10, d.x_train, d.y_train, cfg, jax.random.key(0), d.channel_stats)
+acc = evaluate(make_model(Arch(1, 2), 10, cfg), r.state, d.x_test, d.y_test, *d.channel_stats)["accuracy"]
+leaf = r.state.params["head"]["kernel"]
+out = {"devices": jax.device_count(), "acc": acc, "loss": r.history[-1]["loss"],
+       "replicated": leaf.sharding.is_fully_replicated, "on": len(leaf.sharding.device_set)}
+try:
+    check_batch_divisible(60)
+except ValueError as err:
+    out["error"] = str(err)
+print(json.dumps(out))
+"""
+
+
+def _run(devices):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_eight_devices_match_one_device():
+    one, eight = _run(1), _run(8)
+    assert one["devices"] == 1 and eight["devices"] == 8
+    assert eight["replicated"] and eight["on"] == 8
+    assert one["acc"] > 0.85 and abs(one["acc"] - eight["acc"]) < 0.03, (one, eight)
+    assert abs(one["loss"] - eight["loss"]) < 0.05 * one["loss"] + 0.01, (one, eight)
+    assert "--batch_size=60 is not divisible by the 8 devices" in eight["error"]
+    assert "error" not in one
