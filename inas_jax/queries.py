@@ -102,20 +102,42 @@ def _min_sq_dist(points, centres, centre_valid, *, chunk: int):
     return jnp.maximum(best, 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("b",))
-def _greedy_k_center(points, min_dist, taken, *, b: int):
-    """b greedy farthest-point picks; min_dist (N,) is updated with exact squared distances."""
-    def body(i, carry):
-        min_dist, taken, picks = carry
-        pick = jnp.argmax(jnp.where(taken, -jnp.inf, min_dist))
-        d = jnp.sum(jnp.square(points - points[pick]), 1)
-        return jnp.minimum(min_dist, d), taken.at[pick].set(True), picks.at[i].set(pick)
+@functools.partial(jax.jit, static_argnames=("b", "lookahead"))
+def _greedy_k_center(points, min_dist, taken, *, b: int, lookahead: int = 16):
+    """b greedy farthest-point picks (b,) int32; min_dist (N,) is updated with exact squared distances.
 
-    _, _, picks = jax.lax.fori_loop(0, b, body, (min_dist, taken, jnp.zeros((b,), jnp.int32)))
-    return picks
+    Greedy k-center is sequential, but one read of points (N, D) can serve several picks: each pass
+    computes the distances from every point to the `lookahead` currently farthest candidates
+    (N, lookahead), then takes picks in order while the farthest point is one of them. The picks are
+    exactly those of one-point-at-a-time greedy; the pool is read about b / lookahead times instead
+    of b times. Memory O(N * (D + lookahead)).
+    """
+    m = min(lookahead, points.shape[0])
+
+    def one_pass(carry):
+        min_dist, taken, picks, n = carry
+        _, cand = jax.lax.top_k(jnp.where(taken, -jnp.inf, min_dist), m)
+        dist = jnp.sum(jnp.square(points[:, None, :] - points[cand][None, :, :]), -1).T  # (m, N)
+
+        def take(inner):
+            min_dist, taken, picks, n, _ = inner
+            pick = jnp.argmax(jnp.where(taken, -jnp.inf, min_dist))
+            match = cand == pick
+            hit = jnp.any(match) & (n < b)
+            return (jnp.where(hit, jnp.minimum(min_dist, dist[jnp.argmax(match)]), min_dist),
+                    taken.at[jnp.where(hit, pick, taken.shape[0])].set(True, mode="drop"),
+                    picks.at[jnp.where(hit, n, b)].set(pick, mode="drop"),
+                    n + hit.astype(n.dtype), hit)
+
+        min_dist, taken, picks, n, _ = jax.lax.while_loop(lambda c: c[-1], take, (*carry, jnp.array(True)))
+        return min_dist, taken, picks, n
+
+    init = (min_dist, taken, jnp.zeros((b,), jnp.int32), jnp.array(0, jnp.int32))
+    return jax.lax.while_loop(lambda c: c[-1] < b, one_pass, init)[2]
 
 
-def coreset(embeddings: np.ndarray, labelled: np.ndarray, b: int, chunk: int = 1024) -> np.ndarray:
+def coreset(embeddings: np.ndarray, labelled: np.ndarray, b: int, chunk: int = 1024,
+            lookahead: int = 16) -> np.ndarray:
     """Greedy k-center (Sener & Savarese) on embeddings (N, D): repeatedly pick the unlabelled point
     farthest from its nearest labelled-or-picked point. Memory O(N * D). With no labelled point
     the first pick is the lowest index (all distances are infinite).
@@ -129,4 +151,5 @@ def coreset(embeddings: np.ndarray, labelled: np.ndarray, b: int, chunk: int = 1
     idx[:len(centres_idx)] = centres_idx
     valid = np.arange(padded) < len(centres_idx)
     min_dist = _min_sq_dist(points, points[idx], jnp.asarray(valid), chunk=chunk)
-    return np.asarray(_greedy_k_center(points, min_dist, jnp.asarray(labelled), b=b)).astype(np.int32)
+    return np.asarray(_greedy_k_center(points, min_dist, jnp.asarray(labelled), b=b,
+                                       lookahead=lookahead)).astype(np.int32)

@@ -23,6 +23,21 @@ def test_channel_stats_come_from_train_split_only(digits):
     np.testing.assert_allclose(std, [digits.x_train.std() / 255], rtol=1e-4)
 
 
+def test_channel_stats_of_a_large_pool_are_exact_without_a_float_copy():
+    # 5,000 3-channel 32x32 images across several chunks; a float64 copy of them would take 123 MB.
+    import tracemalloc
+    x = np.random.default_rng(0).integers(0, 256, (5000, 32, 32, 3), np.uint8)
+    ds = data.Dataset("t", x, np.zeros(5000, np.int64), x[:2], np.zeros(2, np.int64), 10)
+    tracemalloc.start()
+    mean, std = ds.channel_stats
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    flat = x.reshape(-1, 3).astype(np.float64) / 255
+    np.testing.assert_allclose(mean, flat.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(std, flat.std(0), rtol=1e-6)
+    assert peak < 40 * 2 ** 20, f"channel_stats peaked at {peak / 2 ** 20:.0f} MB"
+
+
 def _write(path, **arrays):
     base = dict(x_train=np.zeros((4, 8, 8, 3), np.uint8), y_train=np.array([0, 1, 2, 1]),
                 x_test=np.zeros((2, 8, 8, 3), np.uint8), y_test=np.array([0, 2]))

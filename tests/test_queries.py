@@ -89,6 +89,18 @@ def test_coreset_equals_brute_force(n_labelled):
     assert not mask[picks].any() and len(set(picks.tolist())) == 15
 
 
+@pytest.mark.parametrize("lookahead", [1, 2, 16, 200])
+def test_coreset_lookahead_passes_give_the_one_at_a_time_picks(lookahead):
+    # Twins: every far point has a near-duplicate, so picking one makes its twin's candidate column
+    # stale within the same pass; passes must end there and still give the brute-force picks.
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((60, 5)) * 10
+    points = np.concatenate([base, base + 1e-2 * rng.standard_normal(base.shape)]).astype(np.float32)
+    mask = _mask(120, [0, 60])
+    picks = queries.coreset(points, mask, 30, lookahead=lookahead)
+    assert picks.tolist() == _brute_force_k_center(points.astype(np.float64), mask, 30)
+
+
 def test_coreset_known_answer_on_a_line():
     points = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [5.0]], np.float32)
     # labelled {0}: farthest is 11 (index 4), then 5 (index 5), then 2 or 10 by distance 3 vs 1 -> index 2
