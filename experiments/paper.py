@@ -17,9 +17,13 @@ import shlex
 import subprocess
 import sys
 
+from inas_jax.config import run_name
+
 STRATEGIES = [("inas", None), ("fixed", "1,2"), ("fixed", "2,4")]
 SETTINGS = {
     "main": dict(queries=["sr", "mcdropout", "coreset"], extra=[]),
+    # The CPU-scale study of experiments/cifar_cpu.py: every query, random too, under every strategy.
+    "cifar_cpu": dict(queries=["sr", "coreset", "mcdropout", "random"], extra=[], preset="cifar_cpu"),
     "sener": dict(queries=["sr", "mcdropout", "coreset"],
                   extra=["--initial_size=5000", "--query_sizes=5000,5000,5000,30000", "--budget=50000"]),
     "longtail": dict(queries=["coreset"], extra=["--initial_size=25000", "--query_sizes=5000", "--budget=50000"]),
@@ -34,8 +38,9 @@ def commands(experiment: str, dataset: str, seeds: list[int], data_dir: str | No
     out = []
     for seed in seeds:
         for strategy, arch, query in runs:
-            name = f"{dataset}_{strategy}{arch.replace(',', 'x') if arch else ''}_{query}_seed{seed}"
-            cmd = [sys.executable, "-m", "inas_jax.main", "--preset=paper", f"--dataset={dataset}",
+            name = run_name(dataset, strategy, arch and tuple(arch.split(",")), query, seed)
+            cmd = [sys.executable, "-m", "inas_jax.main", f"--preset={setting.get('preset', 'paper')}",
+                   f"--dataset={dataset}",
                    f"--query={query}", f"--strategy={strategy}", f"--seed={seed}",
                    f"--workdir=runs/{experiment}/{name}", *setting["extra"]]
             if arch:

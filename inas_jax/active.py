@@ -6,6 +6,7 @@ place only, `labels_of`, and only for labelled indices; the test set is only eve
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import Any, Protocol
@@ -67,6 +68,11 @@ def initial_state(cfg: RunConfig, pool_size: int) -> PoolState:
     return PoolState(labelled=initial_labelled(pool_size, cfg.initial_size, cfg.seed),
                      key=np.asarray(jax.random.key_data(jax.random.key(cfg.seed))),
                      round=0, arch=cfg.start_arch)
+
+
+def labelled_fingerprint(labelled: np.ndarray) -> str:
+    """sha1 of the labelled indices in acquisition order (int32 little-endian): equal runs, equal strings."""
+    return hashlib.sha1(np.asarray(labelled, "<i4").tobytes()).hexdigest()
 
 
 def labels_of(dataset: Dataset, labelled: np.ndarray) -> np.ndarray:
@@ -143,7 +149,7 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
               "num_params": num_params(arch, dataset.num_classes, cfg.train.width, dataset.image_shape[-1]),
               "test_accuracy": test["accuracy"], "test_loss": test["loss"],
               "final_train_loss": result.history[-1]["loss"], "candidates": candidates,
-              "num_queried": int(len(new)), "seconds": seconds}
+              "num_queried": int(len(new)), "labelled_sha1": labelled_fingerprint(labelled), "seconds": seconds}
     log.info("round %d: %d labels, %s, test accuracy %.4f; queried %d (%s)", r + 1, len(labelled), arch,
              test["accuracy"], len(new), ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()))
     return state.replace(labelled=np.concatenate([labelled, new]).astype(np.int32), round=r + 1, arch=arch,

@@ -18,7 +18,7 @@ import time
 
 from absl import app, flags
 
-from inas_jax.config import DATASET_AUGMENT, PRESETS, ConfigError, RunConfig, validate
+from inas_jax.config import DATASET_AUGMENT, PRESETS, ConfigError, RunConfig, run_name, validate
 from inas_jax.train import TrainConfig
 
 _DATASET = flags.DEFINE_string("dataset", "digits", "digits | cifar10 | cifar100 | svhn | npz:PATH")
@@ -91,9 +91,7 @@ def config_from_flags() -> RunConfig:
 
 
 def default_workdir(cfg: RunConfig) -> str:
-    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.dataset.removeprefix("npz:").split("/")[-1])
-    strategy = cfg.strategy if cfg.strategy == "inas" else f"fixed{cfg.arch[0]}x{cfg.arch[1]}"
-    return os.path.join("runs", f"{dataset}_{strategy}_{cfg.query}_seed{cfg.seed}")
+    return os.path.join("runs", run_name(cfg.dataset, cfg.strategy, cfg.arch, cfg.query, cfg.seed))
 
 
 def prepare_workdir(path: str) -> None:

@@ -59,5 +59,8 @@ def test_paper_experiment_commands():
     assert sum("--query=random" in c for c in main) == 2
     longtail = paper.commands("longtail", "cifar10", [0], "/data")
     assert all("--initial_size=25000" in c and "--query=coreset" in c and "--data_dir=/data" in c for c in longtail)
+    study = paper.commands("cifar_cpu", "npz:../shared/data/cifar10.npz", [0, 1], None)
+    assert len(study) == 2 * 4 * 3 and all("--preset=cifar_cpu" in c for c in study)
+    assert "--workdir=runs/cifar_cpu/cifar10_fixed2x4_random_seed1" in study[-1]
     sener = paper.commands("sener", "cifar10", [0], None)
     assert all("--query_sizes=5000,5000,5000,30000" in c for c in sener)

@@ -1,0 +1,107 @@
+"""The CIFAR-10 study at CPU scale: every query x strategy x seed with --preset=cifar_cpu.
+
+  python experiments/cifar_cpu.py run --seeds=0,1        # runs (or resumes) every configuration in turn
+  python experiments/cifar_cpu.py report                 # figures + summary.md from the committed results
+  python experiments/cifar_cpu.py verify cifar10_inas_sr_seed0   # rerun one configuration, compare
+
+`run` works in runs/cifar_cpu/NAME (checkpoints; not committed) and copies each finished run's
+results.json to experiments/results/cifar_cpu/runs/NAME.json. Stopping it at any moment loses at most
+the work since the last checkpoint: the same command resumes. `verify` reruns one configuration from
+scratch in a temporary workdir and checks that the labelled indices (sha1 per round), architectures,
+candidate scores and accuracies equal the committed file; exit status 1 if they do not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import paper
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results" / "cifar_cpu"
+DEFAULT_NPZ = "../shared/data/cifar10.npz"
+
+
+def study(npz: str, seeds: list[int]) -> list[tuple[str, list[str]]]:
+    """(name, driver command) of every configuration, seed by seed."""
+    out = []
+    for cmd in paper.commands("cifar_cpu", f"npz:{npz}", seeds, None):
+        workdir = next(a.split("=", 1)[1] for a in cmd if a.startswith("--workdir="))
+        out.append((pathlib.Path(workdir).name, cmd))
+    return out
+
+
+def comparable(results: dict) -> list[dict]:
+    """The per-round records without timings: what a rerun with the same seed must reproduce."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in results["rounds"]]
+
+
+def run(args) -> int:
+    (RESULTS / "runs").mkdir(parents=True, exist_ok=True)
+    todo = study(args.npz, args.seeds)
+    for i, (name, cmd) in enumerate(todo):
+        target = RESULTS / "runs" / f"{name}.json"
+        if target.exists():
+            print(f"[{i + 1}/{len(todo)}] {name}: done", flush=True)
+            continue
+        print(f"[{i + 1}/{len(todo)}] {name}: {' '.join(cmd[1:])}", flush=True)
+        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+            print(f"{name} failed; rerun this command to resume it", file=sys.stderr)
+            return 1
+        shutil.copyfile(ROOT / "runs" / "cifar_cpu" / name / "results.json", target)
+    return 0
+
+
+def report(args) -> int:
+    files = sorted(str(p) for p in (RESULTS / "runs").glob("*.json"))
+    if not files:
+        print(f"error: no results under {RESULTS / 'runs'}; run the study first", file=sys.stderr)
+        return 2
+    return subprocess.run([sys.executable, "-m", "inas_jax.report", f"--out={RESULTS}", *files], cwd=ROOT).returncode
+
+
+def verify(args) -> int:
+    committed = RESULTS / "runs" / f"{args.name}.json"
+    if not committed.exists():
+        print(f"error: no committed results for {args.name!r} in {committed.parent}", file=sys.stderr)
+        return 2
+    seed = int(args.name.rsplit("seed", 1)[1])
+    cmd = dict(study(args.npz, [seed]))[args.name]
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [a if not a.startswith("--workdir=") else f"--workdir={tmp}/run" for a in cmd]
+        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+            return 1
+        fresh = json.loads((pathlib.Path(tmp) / "run" / "results.json").read_text())
+    want = comparable(json.loads(committed.read_text()))
+    got = comparable(fresh)
+    if got == want:
+        print(f"{args.name}: reproduced ({len(got)} rounds: labelled indices, architectures, accuracies)")
+        return 0
+    for a, b in zip(want, got):
+        for key in a:
+            if a[key] != b.get(key):
+                print(f"round {a['round']} {key}: committed {a[key]!r} != rerun {b.get(key)!r}")
+    print(f"{args.name}: NOT reproduced", file=sys.stderr)
+    return 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--npz", default=DEFAULT_NPZ, help="CIFAR-10 in the npz format (relative to the repo root)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("--seeds", default="0,1", type=lambda s: [int(x) for x in s.split(",")])
+    sub.add_parser("report")
+    p = sub.add_parser("verify")
+    p.add_argument("name", help="a run name, e.g. cifar10_inas_sr_seed0")
+    args = parser.parse_args()
+    return {"run": run, "report": report, "verify": verify}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
