@@ -5,7 +5,8 @@
 
 Each row times `--steps` SGD steps (after a compile/warm-up epoch) of inas_jax.train.train_epoch on
 random 32x32x3 uint8 images, once with augmentation off (the peer's setting) and once with it on,
-then runs ../shared/tools/peer_resnet_torch.py with the same architecture and reports the ratio.
+then runs ../shared/tools/peer_resnet_torch.py with the same architecture and reports the ratio, and
+the fraction of this machine's fp32 matmul rate (measured first) that each reaches.
 The peer needs torch: give its interpreter with --peer_python (see the README's benchmark section).
 """
 from __future__ import annotations
@@ -50,6 +51,30 @@ def jax_images_per_s(arch: Arch, augmented: bool) -> float:
     return BATCH.value * STEPS.value / (time.perf_counter() - t)
 
 
+def train_gflop_per_image(arch: Arch) -> float:
+    """Training FLOPs per image / 1e9: 3 x the forward pass (backward ~2x forward), as XLA counts the
+    forward of the plain-convolution model (batch 1, 32x32x3)."""
+    cfg = TrainConfig(width=WIDTH.value, conv_impl="xla")
+    model = make_model(arch, 10, cfg)
+    state = init_state(model, cfg, jax.random.key(0), (32, 32, 3))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    forward = jax.jit(lambda v, x: model.apply(v, x)[0])
+    return 3 * forward.lower(variables, jnp.zeros((1, 32, 32, 3))).compile().cost_analysis()["flops"] / 1e9
+
+
+def matmul_ceiling_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """This machine's fp32 matrix-multiply rate (GFLOP/s) through XLA, best of `repeats`."""
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    f = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(f(a))
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(f(a))
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
 def peer_images_per_s(arch: Arch) -> float | None:
     if not PEER_PY.value or not PEER.exists():
         return None
@@ -60,18 +85,22 @@ def peer_images_per_s(arch: Arch) -> float | None:
 
 
 def main(_):
+    ceiling = matmul_ceiling_gflops()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, width {WIDTH.value}, batch {BATCH.value}, "
-          f"{STEPS.value} timed steps")
-    print(f"{'arch':8} {'params':>11} {'jax img/s':>10} {'jax+aug':>9} {'torch img/s':>12} {'jax/torch':>10}")
+          f"{STEPS.value} timed steps; fp32 matmul ceiling {ceiling:.0f} GFLOP/s (jitted 2048^2 matmul)")
+    print(f"{'arch':8} {'params':>11} {'GFLOP/img':>10} {'jax img/s':>10} {'jax+aug':>9} {'torch img/s':>12} "
+          f"{'jax/torch':>10} {'jax %ceil':>10} {'torch %ceil':>12}")
     for text in FLAGS.value:
         arch = Arch.parse(text)
+        flop = train_gflop_per_image(arch)
         plain = jax_images_per_s(arch, augmented=False)
         aug = jax_images_per_s(arch, augmented=True)
         peer = peer_images_per_s(arch)
         ratio = f"{plain / peer:10.2f}" if peer else f"{'n/a':>10}"
         peer_text = f"{peer:12.1f}" if peer else f"{'n/a':>12}"
-        print(f"{str(arch):8} {num_params(arch, 10, WIDTH.value):11,d} {plain:10.1f} {aug:9.1f} {peer_text} {ratio}",
-              flush=True)
+        peer_ceil = f"{100 * peer * flop / ceiling:11.1f}%" if peer else f"{'n/a':>12}"
+        print(f"{str(arch):8} {num_params(arch, 10, WIDTH.value):11,d} {flop:10.3f} {plain:10.1f} {aug:9.1f} "
+              f"{peer_text} {ratio} {100 * plain * flop / ceiling:9.1f}% {peer_ceil}", flush=True)
 
 
 if __name__ == "__main__":

@@ -83,10 +83,14 @@ DATASET_AUGMENT = {"digits": dict(flip=False, max_shift=1, max_rotation=10.0)}
 
 
 def run_name(dataset: str, strategy: str, arch: tuple[int, int] | None, query: str, seed: int) -> str:
-    """File-name-safe run name, e.g. cifar10_fixed2x4_coreset_seed0 (npz:PATH -> the file's stem)."""
-    data = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset.removeprefix("npz:").split("/")[-1].removesuffix(".npz"))
+    """File-name-safe run name, e.g. cifar10_fixed2x4_coreset_seed0."""
     kind = "inas" if strategy == "inas" else f"fixed{arch[0]}x{arch[1]}"
-    return f"{data}_{kind}_{query}_seed{seed}"
+    return f"{dataset_label(dataset)}_{kind}_{query}_seed{seed}"
+
+
+def dataset_label(dataset: str) -> str:
+    """Short file-name-safe name of a --dataset value: npz:../data/cifar10.npz -> cifar10."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset.removeprefix("npz:").split("/")[-1].removesuffix(".npz"))
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from inas_jax.config import dataset_label
+
 
 def load_runs(patterns: list[str]) -> list[dict]:
     """results.json contents of every run found, each with the key 'path' added; unfinished runs too."""
@@ -42,7 +44,7 @@ def group_runs(runs: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
     groups = collections.defaultdict(list)
     for run in runs:
         c = run["config"]
-        groups[(c["dataset"], strategy_name(c), c["query"])].append(run)
+        groups[(dataset_label(c["dataset"]), strategy_name(c), c["query"])].append(run)
     return dict(groups)
 
 
