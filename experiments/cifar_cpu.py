@@ -29,11 +29,11 @@ DEFAULT_NPZ = "../shared/data/cifar10.npz"
 
 def study(npz: str, seeds: list[int]) -> list[tuple[str, list[str]]]:
     """(name, driver command) of every configuration, seed by seed."""
-    out = []
-    for cmd in paper.commands("cifar_cpu", f"npz:{npz}", seeds, None):
-        workdir = next(a.split("=", 1)[1] for a in cmd if a.startswith("--workdir="))
-        out.append((pathlib.Path(workdir).name, cmd))
-    return out
+    return [(workdir_of(cmd).name, cmd) for cmd in paper.commands("cifar_cpu", f"npz:{npz}", seeds, None)]
+
+
+def workdir_of(cmd: list[str]) -> pathlib.Path:
+    return ROOT / next(a.split("=", 1)[1] for a in cmd if a.startswith("--workdir="))
 
 
 def comparable(results: dict) -> list[dict]:
@@ -53,7 +53,7 @@ def run(args) -> int:
         if subprocess.run(cmd, cwd=ROOT).returncode != 0:
             print(f"{name} failed; rerun this command to resume it", file=sys.stderr)
             return 1
-        shutil.copyfile(ROOT / "runs" / "cifar_cpu" / name / "results.json", target)
+        shutil.copyfile(workdir_of(cmd) / "results.json", target)
     return 0
 
 
@@ -76,7 +76,7 @@ def verify(args) -> int:
         cmd = [a if not a.startswith("--workdir=") else f"--workdir={tmp}/run" for a in cmd]
         if subprocess.run(cmd, cwd=ROOT).returncode != 0:
             return 1
-        fresh = json.loads((pathlib.Path(tmp) / "run" / "results.json").read_text())
+        fresh = json.loads((workdir_of(cmd) / "results.json").read_text())
     want = comparable(json.loads(committed.read_text()))
     got = comparable(fresh)
     if got == want:
