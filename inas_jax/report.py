@@ -5,7 +5,8 @@ the fixed architecture) and query are seeds of one curve, drawn as mean +- std o
   curves_<strategy>.png   test accuracy vs labels, one line per query
   compare_<query>.png     the same query under every strategy
   architectures.png       the architecture iNAS chose per round (blocks x stacks and parameters)
-  summary.md              area under each learning curve (mean accuracy over the label range) and final accuracy
+  summary.md              area under each learning curve (mean accuracy over the label range) and final accuracy;
+                          AUC differences paired by seed (query - random, iNAS - fixed)
 """
 from __future__ import annotations
 
@@ -76,6 +77,42 @@ def summary_table(groups) -> str:
     return "\n".join(rows) + "\n"
 
 
+def paired_table(groups) -> str:
+    """AUC differences between runs that share a seed (so the same initial labelled set): each active
+    query minus random under the same strategy, and iNAS minus each fixed architecture under the same
+    query. Pairing removes the between-seed variation that the per-curve std above includes."""
+    def by_seed(runs):
+        return {run["config"]["seed"]: run for run in runs}
+
+    def auc(run, n):
+        rounds = run["rounds"][:n]
+        return area_under_curve(np.array([r["num_labelled"] for r in rounds]),
+                                np.array([r["test_accuracy"] for r in rounds]))
+
+    pairs = []
+    for (dataset, strategy, query), runs in sorted(groups.items()):
+        if query != "random" and (dataset, strategy, "random") in groups:
+            pairs.append((dataset, f"{strategy}: {query} - random", runs, groups[(dataset, strategy, "random")]))
+    for (dataset, strategy, query), runs in sorted(groups.items()):
+        if strategy == "iNAS":
+            for (d2, other, q2), fixed in sorted(groups.items()):
+                if d2 == dataset and q2 == query and other != "iNAS":
+                    pairs.append((dataset, f"{query}: iNAS - {other}", runs, fixed))
+    rows = ["| dataset | comparison | seeds | AUC difference (mean +- std) | per seed |", "|---|---|---|---|---|"]
+    for dataset, name, runs_a, runs_b in pairs:
+        a, b = by_seed(runs_a), by_seed(runs_b)
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            continue
+        diffs = []
+        for seed in seeds:
+            n = min(len(a[seed]["rounds"]), len(b[seed]["rounds"]))
+            diffs.append(auc(a[seed], n) - auc(b[seed], n))
+        rows.append(f"| {dataset} | {name} | {len(seeds)} | {np.mean(diffs):+.4f} +- {np.std(diffs):.4f} | "
+                    + ", ".join(f"{d:+.4f}" for d in diffs) + " |")
+    return "\n".join(rows) + "\n"
+
+
 def _plot_lines(ax, items, title):
     for name, runs in items:
         labels, mean, std = curve(runs)
@@ -134,6 +171,8 @@ def write_report(runs: list[dict], out: str) -> list[str]:
     path = os.path.join(out, "summary.md")
     with open(path, "w") as f:
         f.write(summary_table(groups))
+        f.write("\nPaired by seed (same initial labelled set), over the rounds both runs completed:\n\n")
+        f.write(paired_table(groups))
     written.append(path)
     return written
 

@@ -35,6 +35,19 @@ def test_seeds_are_grouped_into_mean_and_std(tmp_path):
     assert "| digits | iNAS | sr | 2 | 100-200 | 0.7000 +- 0.1000 |" in report.summary_table(groups)
 
 
+def test_paired_differences_match_seeds(tmp_path):
+    _write_run(tmp_path / "a0", "inas", "sr", 0, [0.5, 0.7])
+    _write_run(tmp_path / "a1", "inas", "sr", 1, [0.6, 0.8])
+    _write_run(tmp_path / "r0", "inas", "random", 0, [0.5, 0.5])
+    _write_run(tmp_path / "r1", "inas", "random", 1, [0.6, 0.6, 0.9])  # a third round the pair lacks
+    _write_run(tmp_path / "f0", "fixed", "sr", 0, [0.4, 0.6], arch=(1, 2))
+    _write_run(tmp_path / "f7", "fixed", "sr", 7, [0.1, 0.1], arch=(1, 2))  # no iNAS seed 7: unpaired
+    table = report.paired_table(report.group_runs(report.load_runs([str(tmp_path / "*")])))
+    assert "| digits | iNAS: sr - random | 2 | +0.1000 +- 0.0000 | +0.1000, +0.1000 |" in table
+    assert "| digits | sr: iNAS - A(1,2) | 1 | +0.1000 +- 0.0000 | +0.1000 |" in table
+    assert "A(1,2): sr - random" not in table  # no random run under A(1,2)
+
+
 def test_report_command_writes_pngs(tmp_path):
     _write_run(tmp_path / "runs" / "a", "inas", "sr", 0, [0.5, 0.7])
     _write_run(tmp_path / "runs" / "b", "inas", "random", 0, [0.4, 0.6])
