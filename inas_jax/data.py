@@ -6,6 +6,7 @@ statistics (per-channel mean and std of x_train in [0, 1]) come from the train s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import zipfile
 
@@ -38,11 +39,12 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])
 
-    @property
+    @functools.cached_property
     def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean (C,), std (C,)) of the train images scaled to [0, 1]; std floored at 1e-3.
 
         Exact integer sums over chunks of images: memory O(chunk), not a float copy of the pool.
+        Computed once per Dataset (every round uses it).
         """
         channels = self.x_train.shape[-1]
         total, squares = np.zeros(channels, np.int64), np.zeros(channels, np.int64)
