@@ -2,17 +2,25 @@
 
   python experiments/bench_train.py                       # A(1,1) A(1,2) A(2,2) A(2,4), width 64, batch 128
   python experiments/bench_train.py --archs=1,1 --steps=5 --peer_python=/path/to/torch-venv/bin/python
+  python experiments/bench_train.py --archs=1,1 --profile_top=15   # where a step's time goes, per XLA op
 
 Each row times `--steps` SGD steps (after a compile/warm-up epoch) of inas_jax.train.train_epoch on
 random 32x32x3 uint8 images, once with augmentation off (the peer's setting) and once with it on,
 then runs ../shared/tools/peer_resnet_torch.py with the same architecture and reports the ratio, and
-the fraction of this machine's fp32 matmul rate (measured first) that each reaches.
+the fraction of this machine's fp32 matmul rate (measured first) that each reaches. With
+--profile_top=K it also traces the timed steps (jax.profiler, XLA:CPU per-op trace events) and prints
+the K most expensive compiled ops with the JAX operation each came from.
 The peer needs torch: give its interpreter with --peer_python (see the README's benchmark section).
 """
 from __future__ import annotations
 
+import collections
+import gzip
+import json
+import os
 import pathlib
 import re
+import tempfile
 import subprocess
 import time
 
@@ -22,7 +30,7 @@ import numpy as np
 from absl import app, flags
 
 from inas_jax.models import Arch, num_params
-from inas_jax.train import TrainConfig, init_state, make_model, train_epoch
+from inas_jax.train import TrainConfig, init_state, make_model, train_epoch, train_step
 
 PEER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "peer_resnet_torch.py"
 
@@ -31,9 +39,10 @@ WIDTH = flags.DEFINE_integer("width", 64, "Base width.")
 BATCH = flags.DEFINE_integer("batch", 128, "Batch size.")
 STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per architecture.")
 PEER_PY = flags.DEFINE_string("peer_python", None, "Python with torch for the peer; skipped when absent.")
+PROFILE_TOP = flags.DEFINE_integer("profile_top", 0, "Print the K most expensive XLA ops per step (0: off).")
 
 
-def jax_images_per_s(arch: Arch, augmented: bool) -> float:
+def jax_images_per_s(arch: Arch, augmented: bool, profile: bool = False) -> float:
     cfg = TrainConfig(epochs=1, epoch_size=BATCH.value * STEPS.value, batch_size=BATCH.value, width=WIDTH.value,
                       flip=augmented, max_shift=4 if augmented else 0, max_rotation=15.0 if augmented else 0.0)
     model = make_model(arch, 10, cfg)
@@ -45,10 +54,35 @@ def jax_images_per_s(arch: Arch, augmented: bool) -> float:
     state = init_state(model, cfg, jax.random.key(0), (32, 32, 3))
     state, *_ = train_epoch(state, x, y, batches[:2], mean, std, jax.random.key(1), model=model, cfg=cfg)
     jax.block_until_ready(state)  # compiled and warm
+    trace_dir = tempfile.mkdtemp(prefix="bench_train_trace_") if profile else None
+    if profile:
+        jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
     t = time.perf_counter()
     state, losses, _ = train_epoch(state, x, y, batches, mean, std, jax.random.key(2), model=model, cfg=cfg)
     jax.block_until_ready(losses)
-    return BATCH.value * STEPS.value / (time.perf_counter() - t)
+    rate = BATCH.value * STEPS.value / (time.perf_counter() - t)
+    if profile:
+        jax.profiler.stop_trace()
+        hlo = train_step.lower(state, x, y, jnp.asarray(batches[0]), mean, std, jax.random.key(2), model=model,
+                               cfg=cfg.step_config()).compile().as_text()
+        print_op_profile(trace_dir, hlo, 1e3 * BATCH.value / rate)
+    return rate
+
+
+def print_op_profile(trace_dir: str, hlo: str, step_ms: float) -> None:
+    """The PROFILE_TOP compiled ops that took longest per step, from the trace in trace_dir, each with
+    the JAX operation it came from (HLO metadata; weight-gradient convolutions carry none)."""
+    trace = next(pathlib.Path(trace_dir).rglob("*.trace.json.gz"))
+    origin = dict(re.findall(r"%([\w.-]+) = .*?metadata=\{op_name=\"([^\"]+)\"", hlo))
+    shapes = dict(re.findall(r"^\s*%([\w.-]+) = (\S+)", hlo, re.M))
+    total = collections.Counter()
+    for event in json.load(gzip.open(trace))["traceEvents"]:
+        if event.get("ph") == "X" and event["name"] in shapes:
+            total[event["name"]] += event.get("dur", 0) / 1e3 / STEPS.value
+    print(f"  step {step_ms:.1f} ms; traced ops sum to {sum(total.values()):.1f} ms (two threads overlap)")
+    for name, ms in total.most_common(PROFILE_TOP.value):
+        where = origin.get(name, "").removeprefix("jit(train_step)/")
+        print(f"  {ms:7.2f} ms {100 * ms / step_ms:5.1f}%  {name:28} {shapes[name]:24} {where}")
 
 
 def train_gflop_per_image(arch: Arch) -> float:
@@ -85,6 +119,8 @@ def peer_images_per_s(arch: Arch) -> float | None:
 
 
 def main(_):
+    if PROFILE_TOP.value:  # XLA:CPU emits per-op trace events only with this flag, read at backend start
+        os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true"
     ceiling = matmul_ceiling_gflops()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, width {WIDTH.value}, batch {BATCH.value}, "
           f"{STEPS.value} timed steps; fp32 matmul ceiling {ceiling:.0f} GFLOP/s (jitted 2048^2 matmul)")
@@ -101,6 +137,8 @@ def main(_):
         peer_ceil = f"{100 * peer * flop / ceiling:11.1f}%" if peer else f"{'n/a':>12}"
         print(f"{str(arch):8} {num_params(arch, 10, WIDTH.value):11,d} {flop:10.3f} {plain:10.1f} {aug:9.1f} "
               f"{peer_text} {ratio} {100 * plain * flop / ceiling:9.1f}% {peer_ceil}", flush=True)
+        if PROFILE_TOP.value:
+            jax_images_per_s(arch, augmented=False, profile=True)
 
 
 if __name__ == "__main__":
