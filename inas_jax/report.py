@@ -6,7 +6,8 @@ the fixed architecture) and query are seeds of one curve, drawn as mean +- std o
   compare_<query>.png     the same query under every strategy
   architectures.png       the architecture iNAS chose per round (blocks x stacks and parameters)
   summary.md              area under each learning curve (mean accuracy over the label range) and final accuracy;
-                          AUC differences paired by seed (query - random, iNAS - fixed)
+                          AUC differences paired by seed (query - random, iNAS - fixed); iNAS's
+                          architecture in every round of every run
 """
 from __future__ import annotations
 
@@ -113,6 +114,22 @@ def paired_table(groups) -> str:
     return "\n".join(rows) + "\n"
 
 
+def architecture_table(groups) -> str:
+    """The architecture iNAS trained in each round of each run, one row per (dataset, query, seed)."""
+    inas = sorted((k, v) for k, v in groups.items() if k[1] == "iNAS")
+    if not inas:
+        return ""
+    labels = sorted({r["num_labelled"] for _, runs in inas for run in runs for r in run["rounds"]})
+    rows = ["| dataset | query | seed | " + " | ".join(str(n) for n in labels) + " |",
+            "|---|---|---|" + "---|" * len(labels)]
+    for (dataset, _, query), runs in inas:
+        for run in sorted(runs, key=lambda r: r["config"]["seed"]):
+            chosen = {r["num_labelled"]: "A(%d,%d)" % tuple(r["arch"]) for r in run["rounds"]}
+            rows.append(f"| {dataset} | {query} | {run['config']['seed']} | "
+                        + " | ".join(chosen.get(n, "") for n in labels) + " |")
+    return "\n".join(rows) + "\n"
+
+
 def _plot_lines(ax, items, title):
     for name, runs in items:
         labels, mean, std = curve(runs)
@@ -154,8 +171,8 @@ def write_report(runs: list[dict], out: str) -> list[str]:
                 blocks = [r["arch"][0] * r["arch"][1] for r in run["rounds"]]
                 name = f"{dataset} {query} seed {run['config']['seed']}"
                 ax1.plot(labels, blocks, marker="o", ms=3, alpha=0.8, label=name)
-                for x, y, r in zip(labels, blocks, run["rounds"]):
-                    if i == 0:
+                if i == 0:  # one seed's names keep the panel readable; summary.md lists every run's
+                    for x, y, r in zip(labels, blocks, run["rounds"]):
                         ax1.annotate("A(%d,%d)" % tuple(r["arch"]), (x, y), fontsize=7, alpha=0.7)
                 ax2.plot(labels, [r["num_params"] for r in run["rounds"]], marker="o", ms=3, alpha=0.8, label=name)
         ax1.set(xlabel="labelled points", ylabel="total blocks (blocks x stacks)", title="architecture chosen by iNAS")
@@ -173,6 +190,9 @@ def write_report(runs: list[dict], out: str) -> list[str]:
         f.write(summary_table(groups))
         f.write("\nPaired by seed (same initial labelled set), over the rounds both runs completed:\n\n")
         f.write(paired_table(groups))
+        if any(k[1] == "iNAS" for k in groups):
+            f.write("\nArchitecture iNAS trained in each round (columns: labelled points):\n\n")
+            f.write(architecture_table(groups))
     written.append(path)
     return written
 

@@ -48,6 +48,16 @@ def test_paired_differences_match_seeds(tmp_path):
     assert "A(1,2): sr - random" not in table  # no random run under A(1,2)
 
 
+def test_architecture_table_lists_every_inas_run(tmp_path):
+    _write_run(tmp_path / "a0", "inas", "sr", 0, [0.5, 0.7, 0.8])
+    _write_run(tmp_path / "a1", "inas", "sr", 1, [0.6, 0.8])
+    _write_run(tmp_path / "f0", "fixed", "sr", 0, [0.4, 0.6], arch=(1, 2))
+    table = report.architecture_table(report.group_runs(report.load_runs([str(tmp_path / "*")])))
+    lines = table.splitlines()
+    assert lines[0] == "| dataset | query | seed | 100 | 200 | 300 |"
+    assert lines[2:] == ["| digits | sr | 0 | A(1,1) | A(2,1) | A(3,1) |", "| digits | sr | 1 | A(1,1) | A(2,1) |  |"]
+
+
 def test_report_command_writes_pngs(tmp_path):
     _write_run(tmp_path / "runs" / "a", "inas", "sr", 0, [0.5, 0.7])
     _write_run(tmp_path / "runs" / "b", "inas", "random", 0, [0.4, 0.6])
@@ -58,6 +68,7 @@ def test_report_command_writes_pngs(tmp_path):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["architectures.png", "compare_random.png", "compare_sr.png", "curves_iNAS.png", "summary.md"]
     assert all((out / n).read_bytes()[:4] == b"\x89PNG" for n in names if n.endswith(".png"))
+    assert "| digits | sr | 0 | A(1,1) | A(2,1) |" in (out / "summary.md").read_text()
     bad = subprocess.run([sys.executable, "-m", "inas_jax.report", str(tmp_path / "nothing")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no results.json" in bad.stderr
