@@ -20,8 +20,9 @@ import json
 import os
 import pathlib
 import re
-import tempfile
+import shutil
 import subprocess
+import tempfile
 import time
 
 import jax
@@ -66,6 +67,7 @@ def jax_images_per_s(arch: Arch, augmented: bool, profile: bool = False) -> floa
         hlo = train_step.lower(state, x, y, jnp.asarray(batches[0]), mean, std, jax.random.key(2), model=model,
                                cfg=cfg.step_config()).compile().as_text()
         print_op_profile(trace_dir, hlo, 1e3 * BATCH.value / rate)
+        shutil.rmtree(trace_dir)
     return rate
 
 
