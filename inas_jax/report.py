@@ -190,9 +190,9 @@ def write_report(runs: list[dict], out: str) -> list[str]:
         f.write(summary_table(groups))
         f.write("\nPaired by seed (same initial labelled set), over the rounds both runs completed:\n\n")
         f.write(paired_table(groups))
-        if any(k[1] == "iNAS" for k in groups):
-            f.write("\nArchitecture iNAS trained in each round (columns: labelled points):\n\n")
-            f.write(architecture_table(groups))
+        architectures = architecture_table(groups)
+        if architectures:
+            f.write("\nArchitecture iNAS trained in each round (columns: labelled points):\n\n" + architectures)
     written.append(path)
     return written
 
