@@ -65,13 +65,18 @@ def area_under_curve(labels: np.ndarray, accuracy: np.ndarray) -> float:
     return float(np.sum((accuracy[1:] + accuracy[:-1]) / 2 * np.diff(labels)) / (labels[-1] - labels[0]))
 
 
+def run_auc(run: dict, rounds: int) -> float:
+    """area_under_curve of one run's first `rounds` rounds."""
+    done = run["rounds"][:rounds]
+    return area_under_curve(np.array([r["num_labelled"] for r in done]), np.array([r["test_accuracy"] for r in done]))
+
+
 def summary_table(groups) -> str:
     rows = ["| dataset | strategy | query | seeds | labels | AUC (mean +- std) | final accuracy (mean +- std) |",
             "|---|---|---|---|---|---|---|"]
     for (dataset, strategy, query), runs in sorted(groups.items()):
         labels, _, _ = curve(runs)
-        aucs = [area_under_curve(labels, np.array([r["test_accuracy"] for r in run["rounds"][:len(labels)]]))
-                for run in runs]
+        aucs = [run_auc(run, len(labels)) for run in runs]
         finals = [run["rounds"][len(labels) - 1]["test_accuracy"] for run in runs]
         rows.append(f"| {dataset} | {strategy} | {query} | {len(runs)} | {labels[0]}-{labels[-1]} | "
                     f"{np.mean(aucs):.4f} +- {np.std(aucs):.4f} | {np.mean(finals):.4f} +- {np.std(finals):.4f} |")
@@ -84,11 +89,6 @@ def paired_table(groups) -> str:
     query. Pairing removes the between-seed variation that the per-curve std above includes."""
     def by_seed(runs):
         return {run["config"]["seed"]: run for run in runs}
-
-    def auc(run, n):
-        rounds = run["rounds"][:n]
-        return area_under_curve(np.array([r["num_labelled"] for r in rounds]),
-                                np.array([r["test_accuracy"] for r in rounds]))
 
     pairs = []
     for (dataset, strategy, query), runs in sorted(groups.items()):
@@ -108,7 +108,7 @@ def paired_table(groups) -> str:
         diffs = []
         for seed in seeds:
             n = min(len(a[seed]["rounds"]), len(b[seed]["rounds"]))
-            diffs.append(auc(a[seed], n) - auc(b[seed], n))
+            diffs.append(run_auc(a[seed], n) - run_auc(b[seed], n))
         rows.append(f"| {dataset} | {name} | {len(seeds)} | {np.mean(diffs):+.4f} +- {np.std(diffs):.4f} | "
                     + ", ".join(f"{d:+.4f}" for d in diffs) + " |")
     return "\n".join(rows) + "\n"
