@@ -4,10 +4,12 @@
   python experiments/bench_train.py --archs=1,1 --steps=5 --peer_python=/path/to/torch-venv/bin/python
   python experiments/bench_train.py --archs=1,1 --profile_top=15   # where a step's time goes, per XLA op
 
-Each row times `--steps` SGD steps (after a compile/warm-up epoch) of inas_jax.train.train_epoch on
+Each row times `--steps` SGD steps (after a compile/warm-up epoch of as many steps) of inas_jax.train.train_epoch on
 random 32x32x3 uint8 images, once with augmentation off (the peer's setting) and once with it on,
-then runs ../shared/tools/peer_resnet_torch.py with the same architecture and reports the ratio, and
-the fraction of this machine's fp32 matmul rate (measured first) that each reaches. With
+then runs ../shared/tools/peer_resnet_torch.py with the same architecture twice, as shipped and with
+the glibc malloc settings that `import inas_jax` applies to itself (inas_jax.allocator, passed to the
+peer as environment variables; they speed PyTorch up as well), and reports both ratios and the
+fraction of this machine's fp32 matmul rate (measured first) that each reaches. With
 --profile_top=K it also traces the timed steps (jax.profiler, XLA:CPU per-op trace events) and prints
 the K most expensive compiled ops with the JAX operation each came from.
 The peer needs torch: give its interpreter with --peer_python (see the README's benchmark section).
@@ -30,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+import inas_jax
+from inas_jax.allocator import GLIBC_ENV
 from inas_jax.models import Arch, num_params
 from inas_jax.train import TrainConfig, init_state, make_model, train_epoch, train_step
 
@@ -53,8 +57,8 @@ def jax_images_per_s(arch: Arch, augmented: bool, profile: bool = False) -> floa
     batches = rng.integers(0, len(x), (cfg.steps_per_epoch, BATCH.value)).astype(np.int32)
     mean, std = jnp.full((3,), 0.5), jnp.full((3,), 0.25)
     state = init_state(model, cfg, jax.random.key(0), (32, 32, 3))
-    state, *_ = train_epoch(state, x, y, batches[:2], mean, std, jax.random.key(1), model=model, cfg=cfg)
-    jax.block_until_ready(state)  # compiled and warm
+    state, *_ = train_epoch(state, x, y, batches, mean, std, jax.random.key(1), model=model, cfg=cfg)
+    jax.block_until_ready(state)  # compiled, and the heap has grown to what an epoch of these steps needs
     trace_dir = tempfile.mkdtemp(prefix="bench_train_trace_") if profile else None
     if profile:
         jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
@@ -111,13 +115,20 @@ def matmul_ceiling_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def peer_images_per_s(arch: Arch) -> float | None:
+def peer_images_per_s(arch: Arch, tuned_malloc: bool) -> float | None:
+    """The peer's images/s; with tuned_malloc, under the malloc settings inas_jax uses (GLIBC_ENV)."""
     if not PEER_PY.value or not PEER.exists():
         return None
+    env = {**os.environ, **GLIBC_ENV} if tuned_malloc else {k: v for k, v in os.environ.items() if k not in GLIBC_ENV}
     out = subprocess.run([PEER_PY.value, str(PEER), "--blocks", str(arch.blocks), "--stacks", str(arch.stacks),
                           "--width", str(WIDTH.value), "--batch", str(BATCH.value), "--steps", str(STEPS.value)],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, env=env).stdout
     return float(re.search(r"images_per_s=([\d.]+)", out).group(1))
+
+
+def cell(value: float | None, width: int, digits: int = 1, suffix: str = "") -> str:
+    """value right-aligned in `width` characters, or n/a when there is none (no peer)."""
+    return f"{value:{width - len(suffix)}.{digits}f}{suffix}" if value else f"{'n/a':>{width}}"
 
 
 def main(_):
@@ -125,20 +136,21 @@ def main(_):
         os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true"
     ceiling = matmul_ceiling_gflops()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, width {WIDTH.value}, batch {BATCH.value}, "
-          f"{STEPS.value} timed steps; fp32 matmul ceiling {ceiling:.0f} GFLOP/s (jitted 2048^2 matmul)")
+          f"{STEPS.value} timed steps; fp32 matmul ceiling {ceiling:.0f} GFLOP/s (jitted 2048^2 matmul); "
+          f"inas_jax malloc settings {'on' if inas_jax.MALLOC_TUNED else 'off'}")
     print(f"{'arch':8} {'params':>11} {'GFLOP/img':>10} {'jax img/s':>10} {'jax+aug':>9} {'torch img/s':>12} "
-          f"{'jax/torch':>10} {'jax %ceil':>10} {'torch %ceil':>12}")
+          f"{'jax/torch':>10} {'torch+malloc':>13} {'jax/torch+m':>12} {'jax %ceil':>10} {'torch+m %ceil':>14}")
     for text in FLAGS.value:
         arch = Arch.parse(text)
         flop = train_gflop_per_image(arch)
         plain = jax_images_per_s(arch, augmented=False)
         aug = jax_images_per_s(arch, augmented=True)
-        peer = peer_images_per_s(arch)
-        ratio = f"{plain / peer:10.2f}" if peer else f"{'n/a':>10}"
-        peer_text = f"{peer:12.1f}" if peer else f"{'n/a':>12}"
-        peer_ceil = f"{100 * peer * flop / ceiling:11.1f}%" if peer else f"{'n/a':>12}"
+        peer, peer_tuned = peer_images_per_s(arch, False), peer_images_per_s(arch, True)
+        ratio = lambda other: plain / other if other else None  # noqa: E731
         print(f"{str(arch):8} {num_params(arch, 10, WIDTH.value):11,d} {flop:10.3f} {plain:10.1f} {aug:9.1f} "
-              f"{peer_text} {ratio} {100 * plain * flop / ceiling:9.1f}% {peer_ceil}", flush=True)
+              f"{cell(peer, 12)} {cell(ratio(peer), 10, 2)} {cell(peer_tuned, 13)} {cell(ratio(peer_tuned), 12, 2)} "
+              f"{cell(100 * plain * flop / ceiling, 10, 1, '%')} "
+              f"{cell(peer_tuned and 100 * peer_tuned * flop / ceiling, 14, 1, '%')}", flush=True)
         if PROFILE_TOP.value:
             jax_images_per_s(arch, augmented=False, profile=True)
 
