@@ -15,6 +15,10 @@ inference: predict() images/s over the MC pool vs the training step's images/s (
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first: glibc reads its tunables only at process start (inas_jax.allocator)
+    from inas_jax.allocator import reexec_with_huge_pages
+    reexec_with_huge_pages()
+
 import hashlib
 import importlib.util
 import pathlib

@@ -9,6 +9,10 @@ Prints peak RSS next to what one N x N float32 matrix would take: memory must gr
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first: glibc reads its tunables only at process start (inas_jax.allocator)
+    from inas_jax.allocator import reexec_with_huge_pages
+    reexec_with_huge_pages()
+
 import json
 import pathlib
 import resource

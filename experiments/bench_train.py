@@ -4,11 +4,12 @@
   python experiments/bench_train.py --archs=1,1 --steps=5 --peer_python=/path/to/torch-venv/bin/python
   python experiments/bench_train.py --archs=1,1 --profile_top=15   # where a step's time goes, per XLA op
 
-Each row times `--steps` SGD steps (after a compile/warm-up epoch of as many steps) of inas_jax.train.train_epoch on
-random 32x32x3 uint8 images, once with augmentation off (the peer's setting) and once with it on,
-then runs ../shared/tools/peer_resnet_torch.py with the same architecture twice, as shipped and with
-the glibc malloc settings that `import inas_jax` applies to itself (inas_jax.allocator, passed to the
-peer as environment variables; they speed PyTorch up as well), and reports both ratios and the
+Each row times `--repeats` epochs of `--steps` SGD steps of inas_jax.train.train_epoch (after a
+compile/warm-up epoch; the best counts) on random 32x32x3 uint8 images, once with augmentation off
+(the peer's setting) and once with it on, and counts the minor page faults per step. It then runs
+../shared/tools/peer_resnet_torch.py (best of `--repeats` runs) with the same architecture twice, as
+shipped and with the huge-page malloc tunable this script restarts itself with (inas_jax.allocator;
+it speeds PyTorch up as well), and reports both ratios and the
 fraction of this machine's fp32 matmul rate (measured first) that each reaches. With
 --profile_top=K it also traces the timed steps (jax.profiler, XLA:CPU per-op trace events) and prints
 the K most expensive compiled ops with the JAX operation each came from.
@@ -16,12 +17,17 @@ The peer needs torch: give its interpreter with --peer_python (see the README's 
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first: glibc reads its tunables only at process start (inas_jax.allocator)
+    from inas_jax.allocator import reexec_with_huge_pages
+    reexec_with_huge_pages()
+
 import collections
 import gzip
 import json
 import os
 import pathlib
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -32,9 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-import inas_jax
-from inas_jax.allocator import GLIBC_ENV
-from inas_jax.models import Arch, num_params
+from inas_jax.allocator import TUNABLE, huge_pages_active, with_huge_pages
+from inas_jax.models import PATCH_MAX_SIZE, Arch, num_params
 from inas_jax.train import TrainConfig, init_state, make_model, train_epoch, train_step
 
 PEER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "peer_resnet_torch.py"
@@ -42,14 +47,19 @@ PEER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "peer_
 FLAGS = flags.DEFINE_multi_string("archs", ["1,1", "1,2", "2,2", "2,4"], "Architectures BLOCKS,STACKS.")
 WIDTH = flags.DEFINE_integer("width", 64, "Base width.")
 BATCH = flags.DEFINE_integer("batch", 128, "Batch size.")
-STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per architecture.")
+STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per epoch.")
+REPEATS = flags.DEFINE_integer("repeats", 3, "Timed epochs (and peer runs) per architecture; the best counts.")
 PEER_PY = flags.DEFINE_string("peer_python", None, "Python with torch for the peer; skipped when absent.")
+PATCH_MAX = flags.DEFINE_integer("patch_max_size", PATCH_MAX_SIZE, "Patch-GEMM convolutions up to this output size "
+                                 "(4 was the rule before; with INAS_JAX_DEFAULT_MALLOC=1, the old setup).")
 PROFILE_TOP = flags.DEFINE_integer("profile_top", 0, "Print the K most expensive XLA ops per step (0: off).")
 
 
-def jax_images_per_s(arch: Arch, augmented: bool, profile: bool = False) -> float:
+def jax_images_per_s(arch: Arch, augmented: bool, profile: bool = False) -> tuple[float, float]:
+    """(images/s of the best of REPEATS timed epochs, minor page faults per step in the last one)."""
     cfg = TrainConfig(epochs=1, epoch_size=BATCH.value * STEPS.value, batch_size=BATCH.value, width=WIDTH.value,
-                      flip=augmented, max_shift=4 if augmented else 0, max_rotation=15.0 if augmented else 0.0)
+                      flip=augmented, max_shift=4 if augmented else 0, max_rotation=15.0 if augmented else 0.0,
+                      patch_max_size=PATCH_MAX.value)
     model = make_model(arch, 10, cfg)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(0, 256, (BATCH.value * 4, 32, 32, 3), np.uint8))
@@ -58,21 +68,27 @@ def jax_images_per_s(arch: Arch, augmented: bool, profile: bool = False) -> floa
     mean, std = jnp.full((3,), 0.5), jnp.full((3,), 0.25)
     state = init_state(model, cfg, jax.random.key(0), (32, 32, 3))
     state, *_ = train_epoch(state, x, y, batches, mean, std, jax.random.key(1), model=model, cfg=cfg)
-    jax.block_until_ready(state)  # compiled, and the heap has grown to what an epoch of these steps needs
+    jax.block_until_ready(state)  # compiled and warm
     trace_dir = tempfile.mkdtemp(prefix="bench_train_trace_") if profile else None
     if profile:
         jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
-    t = time.perf_counter()
-    state, losses, _ = train_epoch(state, x, y, batches, mean, std, jax.random.key(2), model=model, cfg=cfg)
-    jax.block_until_ready(losses)
-    rate = BATCH.value * STEPS.value / (time.perf_counter() - t)
+    best = float("inf")
+    for repeat in range(1 if profile else REPEATS.value):
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t = time.perf_counter()
+        state, losses, _ = train_epoch(state, x, y, batches, mean, std, jax.random.key(2 + repeat), model=model,
+                                       cfg=cfg)
+        jax.block_until_ready(losses)
+        best = min(best, time.perf_counter() - t)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / STEPS.value
+    rate = BATCH.value * STEPS.value / best
     if profile:
         jax.profiler.stop_trace()
         hlo = train_step.lower(state, x, y, jnp.asarray(batches[0]), mean, std, jax.random.key(2), model=model,
                                cfg=cfg.step_config()).compile().as_text()
         print_op_profile(trace_dir, hlo, 1e3 * BATCH.value / rate)
         shutil.rmtree(trace_dir)
-    return rate
+    return rate, faults
 
 
 def print_op_profile(trace_dir: str, hlo: str, step_ms: float) -> None:
@@ -115,15 +131,19 @@ def matmul_ceiling_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def peer_images_per_s(arch: Arch, tuned_malloc: bool) -> float | None:
-    """The peer's images/s; with tuned_malloc, under the malloc settings inas_jax uses (GLIBC_ENV)."""
+def peer_images_per_s(arch: Arch, huge_pages: bool) -> float | None:
+    """The peer's images/s, best of REPEATS runs, without GLIBC_TUNABLES or with inas_jax's (huge pages)."""
     if not PEER_PY.value or not PEER.exists():
         return None
-    env = {**os.environ, **GLIBC_ENV} if tuned_malloc else {k: v for k, v in os.environ.items() if k not in GLIBC_ENV}
-    out = subprocess.run([PEER_PY.value, str(PEER), "--blocks", str(arch.blocks), "--stacks", str(arch.stacks),
-                          "--width", str(WIDTH.value), "--batch", str(BATCH.value), "--steps", str(STEPS.value)],
-                         capture_output=True, text=True, check=True, env=env).stdout
-    return float(re.search(r"images_per_s=([\d.]+)", out).group(1))
+    plain = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env = with_huge_pages(plain) if huge_pages else plain
+    rates = []
+    for _ in range(REPEATS.value):
+        out = subprocess.run([PEER_PY.value, str(PEER), "--blocks", str(arch.blocks), "--stacks", str(arch.stacks),
+                              "--width", str(WIDTH.value), "--batch", str(BATCH.value), "--steps", str(STEPS.value)],
+                             capture_output=True, text=True, check=True, env=env).stdout
+        rates.append(float(re.search(r"images_per_s=([\d.]+)", out).group(1)))
+    return max(rates)
 
 
 def cell(value: float | None, width: int, digits: int = 1, suffix: str = "") -> str:
@@ -136,21 +156,24 @@ def main(_):
         os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true"
     ceiling = matmul_ceiling_gflops()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, width {WIDTH.value}, batch {BATCH.value}, "
-          f"{STEPS.value} timed steps; fp32 matmul ceiling {ceiling:.0f} GFLOP/s (jitted 2048^2 matmul); "
-          f"inas_jax malloc settings {'on' if inas_jax.MALLOC_TUNED else 'off'}")
-    print(f"{'arch':8} {'params':>11} {'GFLOP/img':>10} {'jax img/s':>10} {'jax+aug':>9} {'torch img/s':>12} "
-          f"{'jax/torch':>10} {'torch+malloc':>13} {'jax/torch+m':>12} {'jax %ceil':>10} {'torch+m %ceil':>14}")
+          f"{STEPS.value} steps x {REPEATS.value}; fp32 matmul ceiling {ceiling:.0f} GFLOP/s (jitted 2048^2 "
+          f"matmul); GLIBC_TUNABLES={TUNABLE} {'on' if huge_pages_active() else 'off'}, patch GEMMs up to "
+          f"{PATCH_MAX.value}x{PATCH_MAX.value}")
+    print(f"{'arch':8} {'params':>11} {'GFLOP/img':>10} {'jax img/s':>10} {'faults/step':>12} {'jax+aug':>9} "
+          f"{'torch img/s':>12} {'jax/torch':>10} {'torch+huge':>13} {'jax/torch+h':>12} {'jax %ceil':>10} "
+          f"{'torch+h %ceil':>14}")
     for text in FLAGS.value:
         arch = Arch.parse(text)
         flop = train_gflop_per_image(arch)
-        plain = jax_images_per_s(arch, augmented=False)
-        aug = jax_images_per_s(arch, augmented=True)
-        peer, peer_tuned = peer_images_per_s(arch, False), peer_images_per_s(arch, True)
+        plain, faults = jax_images_per_s(arch, augmented=False)
+        aug, _ = jax_images_per_s(arch, augmented=True)
+        peer, peer_huge = peer_images_per_s(arch, False), peer_images_per_s(arch, True)
         ratio = lambda other: plain / other if other else None  # noqa: E731
-        print(f"{str(arch):8} {num_params(arch, 10, WIDTH.value):11,d} {flop:10.3f} {plain:10.1f} {aug:9.1f} "
-              f"{cell(peer, 12)} {cell(ratio(peer), 10, 2)} {cell(peer_tuned, 13)} {cell(ratio(peer_tuned), 12, 2)} "
+        print(f"{str(arch):8} {num_params(arch, 10, WIDTH.value):11,d} {flop:10.3f} {plain:10.1f} {faults:12.0f} "
+              f"{aug:9.1f} "
+              f"{cell(peer, 12)} {cell(ratio(peer), 10, 2)} {cell(peer_huge, 13)} {cell(ratio(peer_huge), 12, 2)} "
               f"{cell(100 * plain * flop / ceiling, 10, 1, '%')} "
-              f"{cell(peer_tuned and 100 * peer_tuned * flop / ceiling, 14, 1, '%')}", flush=True)
+              f"{cell(peer_huge and 100 * peer_huge * flop / ceiling, 14, 1, '%')}", flush=True)
         if PROFILE_TOP.value:
             jax_images_per_s(arch, augmented=False, profile=True)
 

@@ -8,6 +8,10 @@ Rerunning the same command resumes from the last committed round (and mid-traini
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first: glibc reads its tunables only at process start (inas_jax.allocator)
+    from inas_jax.allocator import reexec_with_huge_pages
+    reexec_with_huge_pages()
+
 import logging
 import os
 import pathlib
@@ -80,7 +84,7 @@ def config_from_flags() -> RunConfig:
             raise ConfigError(f"--arch={_ARCH.value!r} is not BLOCKS,STACKS such as 2,4")
         arch = (int(match.group(1)), int(match.group(2)))
     train_fields = {k: values[k] for k in ("epochs", "epoch_size", "batch_size", "width", "flip", "max_shift",
-                                          "max_rotation") if k in values}
+                                          "max_rotation", "patch_max_size") if k in values}
     if "lr" in values:
         train_fields["lr"] = values["lr"]
     train = TrainConfig(compute_dtype=_DTYPE.value, **train_fields)

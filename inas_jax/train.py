@@ -20,7 +20,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from inas_jax.augment import augment
-from inas_jax.models import Arch, GridResNet
+from inas_jax.models import PATCH_MAX_SIZE, Arch, GridResNet
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class TrainConfig:
     width: int = 64
     compute_dtype: str = "float32"
     conv_impl: str = "auto"  # auto | xla | patches: how convolutions are lowered (models.Conv)
+    patch_max_size: int = PATCH_MAX_SIZE  # auto on the CPU: patch GEMMs for outputs up to this size
     eval_batch_size: int = 1000
 
     @property
@@ -97,7 +98,7 @@ def check_batch_divisible(batch_size: int, what: str = "--batch_size") -> None:
 
 
 def make_model(arch: Arch, num_classes: int, cfg: TrainConfig) -> GridResNet:
-    return GridResNet(arch, num_classes, cfg.width, jnp.dtype(cfg.compute_dtype), cfg.conv_impl)
+    return GridResNet(arch, num_classes, cfg.width, jnp.dtype(cfg.compute_dtype), cfg.conv_impl, cfg.patch_max_size)
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:

@@ -136,3 +136,13 @@ def test_resume_inside_inas_search_reuses_finished_candidates(tmp_path, monkeypa
     assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 0
     assert len(calls) == 2 + 2 + 2  # candidates 2 and 3, then the final training: candidate 1 reused
     assert _without_timings(_results(tmp_path / "cut")) == _without_timings(_results(tmp_path / "whole"))
+
+
+def test_cifar_cpu_preset_pins_the_studys_convolution_lowering():
+    """The committed CIFAR study ran with patch GEMMs up to 4x4; its preset keeps that so `verify` reproduces."""
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["inas_jax", "--preset=cifar_cpu"])
+    assert cli.config_from_flags().train.patch_max_size == 4
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["inas_jax"])
+    assert cli.config_from_flags().train.patch_max_size == 16

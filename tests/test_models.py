@@ -89,7 +89,7 @@ def test_bfloat16_compute_keeps_float32_params():
     assert logits.shape == (2, 10) and emb.dtype == jnp.float32
 
 
-def _plain_flax_conv(features, kernel_size, stride=1, dtype=jnp.float32, impl="auto", name=None):
+def _plain_flax_conv(features, kernel_size, stride=1, dtype=jnp.float32, impl="auto", patch_max_size=None, name=None):
     pad = (kernel_size - 1) // 2
     return flax.linen.Conv(features, (kernel_size,) * 2, (stride,) * 2, padding=[(pad, pad)] * 2, dtype=dtype,
                            name=name)
@@ -133,3 +133,14 @@ def test_max_pool_matches_reduce_window_on_odd_and_tiny_inputs():
     for shape in [(2, 32, 32, 3), (2, 7, 9, 1), (1, 1, 1, 4), (3, 2, 2, 5)]:
         x = jax.random.normal(jax.random.key(0), shape)
         np.testing.assert_array_equal(max_pool_3x3_s2(x), flax.linen.max_pool(x, (3, 3), (2, 2), "SAME"))
+
+
+@pytest.mark.parametrize("patch_max_size, lowered_by_xla", [(16, False), (8, True), (4, True)])
+def test_auto_lowering_uses_patch_gemms_up_to_patch_max_size(patch_max_size, lowered_by_xla):
+    """On the CPU, conv_impl=auto runs a conv with a 16x16 output as a patch GEMM iff patch_max_size >= 16."""
+    from inas_jax.models import Conv
+    conv = Conv(8, 3, 1, impl="auto", patch_max_size=patch_max_size)
+    x = jnp.ones((2, 16, 16, 8))
+    variables = conv.init(jax.random.key(0), x)
+    jaxpr = str(jax.make_jaxpr(conv.apply)(variables, x))
+    assert ("conv_general_dilated" in jaxpr) == lowered_by_xla
