@@ -9,8 +9,8 @@ compile/warm-up epoch; the best counts) on random 32x32x3 uint8 images, once wit
 (the peer's setting) and once with it on, and counts the minor page faults per step. It then runs
 ../shared/tools/peer_resnet_torch.py (best of `--repeats` runs) with the same architecture twice, as
 shipped and with the huge-page malloc tunable this script restarts itself with (inas_jax.allocator;
-it speeds PyTorch up as well), and reports both ratios and the
-fraction of this machine's fp32 matmul rate (measured first) that each reaches. With
+it speeds PyTorch up as well), and reports both ratios and the fraction of this machine's fp32
+matmul rate (measured first) that each reaches. With
 --profile_top=K it also traces the timed steps (jax.profiler, XLA:CPU per-op trace events) and prints
 the K most expensive compiled ops with the JAX operation each came from.
 The peer needs torch: give its interpreter with --peer_python (see the README's benchmark section).
