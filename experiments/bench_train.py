@@ -47,8 +47,9 @@ PEER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "peer_
 FLAGS = flags.DEFINE_multi_string("archs", ["1,1", "1,2", "2,2", "2,4"], "Architectures BLOCKS,STACKS.")
 WIDTH = flags.DEFINE_integer("width", 64, "Base width.")
 BATCH = flags.DEFINE_integer("batch", 128, "Batch size.")
-STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per epoch.")
-REPEATS = flags.DEFINE_integer("repeats", 3, "Timed epochs (and peer runs) per architecture; the best counts.")
+STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per epoch.", lower_bound=1)
+REPEATS = flags.DEFINE_integer("repeats", 3, "Timed epochs (and peer runs) per architecture; the best counts.",
+                              lower_bound=1)
 PEER_PY = flags.DEFINE_string("peer_python", None, "Python with torch for the peer; skipped when absent.")
 PATCH_MAX = flags.DEFINE_integer("patch_max_size", PATCH_MAX_SIZE, "Patch-GEMM convolutions up to this output size "
                                  "(4 was the rule before; with INAS_JAX_DEFAULT_MALLOC=1, the old setup).")
@@ -74,13 +75,13 @@ def jax_images_per_s(arch: Arch, augmented: bool, profile: bool = False) -> tupl
         jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
     best = float("inf")
     for repeat in range(1 if profile else REPEATS.value):
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t = time.perf_counter()
         state, losses, _ = train_epoch(state, x, y, batches, mean, std, jax.random.key(2 + repeat), model=model,
                                        cfg=cfg)
         jax.block_until_ready(losses)
         best = min(best, time.perf_counter() - t)
-        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / STEPS.value
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / STEPS.value
     rate = BATCH.value * STEPS.value / best
     if profile:
         jax.profiler.stop_trace()
