@@ -10,7 +10,8 @@ compile/warm-up epoch; the best counts) on random 32x32x3 uint8 images, once wit
 ../shared/tools/peer_resnet_torch.py (best of `--repeats` runs) with the same architecture twice, as
 shipped and with the huge-page malloc tunable this script restarts itself with (inas_jax.allocator;
 it speeds PyTorch up as well), and reports both ratios and the fraction of this machine's fp32
-matmul rate (measured first) that each reaches. With
+matmul rate (measured first) that each reaches, both counted with the direct convolution's FLOPs (the
+Winograd convolutions do 2.25x fewer multiplications, so jax's is an effective rate). With
 --profile_top=K it also traces the timed steps (jax.profiler, XLA:CPU per-op trace events) and prints
 the K most expensive compiled ops with the JAX operation each came from.
 The peer needs torch: give its interpreter with --peer_python (see the README's benchmark section).
@@ -53,6 +54,8 @@ REPEATS = flags.DEFINE_integer("repeats", 3, "Timed epochs (and peer runs) per a
 PEER_PY = flags.DEFINE_string("peer_python", None, "Python with torch for the peer; skipped when absent.")
 PATCH_MAX = flags.DEFINE_integer("patch_max_size", PATCH_MAX_SIZE, "Patch-GEMM convolutions up to this output size "
                                  "(4 was the rule before; with INAS_JAX_DEFAULT_MALLOC=1, the old setup).")
+WINOGRAD = flags.DEFINE_bool("winograd", True, "Winograd F(2x2,3x3) for 3x3 stride-1 convs (--nowinograd: the "
+                             "session-4 lowering).")
 PROFILE_TOP = flags.DEFINE_integer("profile_top", 0, "Print the K most expensive XLA ops per step (0: off).")
 
 
@@ -60,7 +63,7 @@ def jax_images_per_s(arch: Arch, augmented: bool, profile: bool = False) -> tupl
     """(images/s of the best of REPEATS timed epochs, minor page faults per step in the last one)."""
     cfg = TrainConfig(epochs=1, epoch_size=BATCH.value * STEPS.value, batch_size=BATCH.value, width=WIDTH.value,
                       flip=augmented, max_shift=4 if augmented else 0, max_rotation=15.0 if augmented else 0.0,
-                      patch_max_size=PATCH_MAX.value)
+                      patch_max_size=PATCH_MAX.value, winograd=WINOGRAD.value)
     model = make_model(arch, 10, cfg)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(0, 256, (BATCH.value * 4, 32, 32, 3), np.uint8))
@@ -159,7 +162,7 @@ def main(_):
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, width {WIDTH.value}, batch {BATCH.value}, "
           f"{STEPS.value} steps x {REPEATS.value}; fp32 matmul ceiling {ceiling:.0f} GFLOP/s (jitted 2048^2 "
           f"matmul); GLIBC_TUNABLES={TUNABLE} {'on' if huge_pages_active() else 'off'}, patch GEMMs up to "
-          f"{PATCH_MAX.value}x{PATCH_MAX.value}")
+          f"{PATCH_MAX.value}x{PATCH_MAX.value}, Winograd {'on' if WINOGRAD.value else 'off'}")
     print(f"{'arch':8} {'params':>11} {'GFLOP/img':>10} {'jax img/s':>10} {'faults/step':>12} {'jax+aug':>9} "
           f"{'torch img/s':>12} {'jax/torch':>10} {'torch+huge':>13} {'jax/torch+h':>12} {'jax %ceil':>10} "
           f"{'torch+h %ceil':>14}")

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from inas_jax.winograd import conv3x3_winograd
+
 MAX_BLOCKS = 12
 MAX_STACKS = 5
 
@@ -98,8 +100,49 @@ def head_logits(params: Any, embedding: jax.Array) -> jax.Array:
 
 
 _conv_init = nn.initializers.he_normal()
-CONV_IMPLS = ("auto", "xla", "patches")
+CONV_IMPLS = ("auto", "xla", "patches", "winograd")
 PATCH_MAX_SIZE = 16  # conv_impl="auto" on the CPU: patch GEMMs for outputs up to 16x16
+# conv_impl="auto" on the CPU: Winograd from 16 input channels and 2x2 outputs. Below, the transforms
+# cost about what they save (8 channels: 0.96-1.34x the patch GEMM's time); a 1x1 output is padded
+# to one 2x2 tile, 2.5x slower.
+WINOGRAD_MIN_CHANNELS = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvLowering:
+    """How `Conv` computes a convolution; every choice is the same function up to float rounding.
+
+    impl: "xla" (lax.conv), "patches" (conv_patches), "winograd" (conv3x3_winograd for 3x3 stride-1
+    convs, patches for the others) or "auto". On the CPU, auto takes Winograd for 3x3 stride-1 convs
+    with at least WINOGRAD_MIN_CHANNELS input channels and outputs of at least 2x2 when `winograd` is
+    set, else patches where they beat XLA's
+    convolution (output at most `patch_max_size` pixels a side, or <= 4 input channels), else XLA;
+    on accelerators always XLA. At width 64 and batch 128 on a 2-core CPU, a Winograd conv's forward
+    plus backward takes 0.5-0.75x the patch GEMM's time, and patches take ~0.9x XLA's at 16x16 and
+    8x8 and ~1/50 at 2x2.
+    """
+
+    impl: str = "auto"
+    patch_max_size: int = PATCH_MAX_SIZE
+    winograd: bool = True
+
+    def __post_init__(self):
+        if self.impl not in CONV_IMPLS:
+            raise ValueError(f"conv_impl={self.impl!r} is unknown: choose one of {', '.join(CONV_IMPLS)}")
+
+    def choose(self, kernel_size: int, stride: int, in_channels: int, out_size: int) -> str:
+        """The lowering ("xla", "patches" or "winograd") of one convolution on this backend."""
+        winograd_fits = kernel_size == 3 and stride == 1
+        impl = self.impl
+        if impl == "auto":
+            if jax.default_backend() != "cpu":
+                return "xla"
+            if self.winograd and winograd_fits and in_channels >= WINOGRAD_MIN_CHANNELS and out_size >= 2:
+                return "winograd"
+            return "patches" if out_size <= self.patch_max_size or in_channels <= 4 else "xla"
+        if impl == "winograd" and not winograd_fits:
+            return "patches"
+        return impl
 
 
 def conv_patches(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
@@ -137,20 +180,14 @@ def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
 
 
 class Conv(nn.Module):
-    """k x k convolution with bias, padding (k-1)/2, He-normal init: nn.Conv's parameters and result.
-
-    impl: "xla" (lax.conv), "patches" (conv_patches) or "auto": on the CPU, patches where they are
-    faster than XLA's convolution (output at most `patch_max_size` pixels a side, or <= 4 input
-    channels), XLA otherwise; always XLA on accelerators. At width 64 and batch 128, patches are
-    ~10% faster for a whole training step at 16x16 and 8x8, and ~50x faster at 2x2.
-    """
+    """k x k convolution with bias, padding (k-1)/2, He-normal init: nn.Conv's parameters and result,
+    computed as `lowering` chooses."""
 
     features: int
     kernel_size: int
     stride: int = 1
     dtype: Any = jnp.float32
-    impl: str = "auto"
-    patch_max_size: int = PATCH_MAX_SIZE
+    lowering: ConvLowering = ConvLowering()
 
     @nn.compact
     def __call__(self, x):
@@ -160,11 +197,10 @@ class Conv(nn.Module):
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         pad = (k - 1) // 2
         out_size = (min(x.shape[1], x.shape[2]) + 2 * pad - k) // self.stride + 1
-        impl = self.impl
-        if impl == "auto":
-            small = out_size <= self.patch_max_size or cin <= 4
-            impl = "patches" if small and jax.default_backend() == "cpu" else "xla"
-        if impl == "patches":
+        impl = self.lowering.choose(k, self.stride, cin, out_size)
+        if impl == "winograd":
+            y = conv3x3_winograd(x, kernel)
+        elif impl == "patches":
             y = conv_patches(x, kernel, self.stride, pad)
         else:
             y = jax.lax.conv_general_dilated(x, kernel, (self.stride,) * 2, [(pad, pad)] * 2,
@@ -178,13 +214,11 @@ class BasicBlock(nn.Module):
     features: int
     stride: int
     dtype: Any = jnp.float32
-    conv_impl: str = "auto"
-    patch_max_size: int = PATCH_MAX_SIZE
+    lowering: ConvLowering = ConvLowering()
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = lambda f, k, s, name: Conv(f, k, s, self.dtype, self.conv_impl, self.patch_max_size,  # noqa: E731
-                                          name=name)
+        conv = lambda f, k, s, name: Conv(f, k, s, self.dtype, self.lowering, name=name)  # noqa: E731
         norm = lambda name: nn.BatchNorm(  # noqa: E731
             use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=name)
         y = nn.relu(norm("bn1")(conv(self.features, 3, self.stride, "conv1")(x)))
@@ -200,28 +234,27 @@ class GridResNet(nn.Module):
     Returns (logits (N, num_classes) float32, embedding (N, width * 2**(stacks-1)) float32).
     Dropout acts on the embedding only, with an explicit `dropout_key`; rate 0 when training.
     `dtype` is the compute dtype (bfloat16 on accelerators); parameters stay float32.
-    `conv_impl` and `patch_max_size` choose the convolution lowering (see `Conv`); every choice gives
-    the same function up to float rounding.
+    `lowering` chooses how convolutions are computed (`ConvLowering`); every choice gives the same
+    function up to float rounding.
     """
 
     arch: Arch
     num_classes: int
     width: int = 64
     dtype: Any = jnp.float32
-    conv_impl: str = "auto"
-    patch_max_size: int = PATCH_MAX_SIZE
+    lowering: ConvLowering = ConvLowering()
 
     @nn.compact
     def __call__(self, x, train: bool = False, dropout_key=None, dropout_rate: float = 0.0):
         x = x.astype(self.dtype)
-        x = Conv(self.width, 3, 1, self.dtype, self.conv_impl, self.patch_max_size, name="stem_conv")(x)
+        x = Conv(self.width, 3, 1, self.dtype, self.lowering, name="stem_conv")(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, name="stem_bn")(x)
         x = max_pool_3x3_s2(nn.relu(x))
         for s in range(self.arch.stacks):
             for b in range(self.arch.blocks):
                 stride = 2 if (s > 0 and b == 0) else 1
-                x = BasicBlock(self.width * 2 ** s, stride, self.dtype, self.conv_impl, self.patch_max_size,
+                x = BasicBlock(self.width * 2 ** s, stride, self.dtype, self.lowering,
                                name=f"stack{s + 1}_block{b + 1}")(x, train)
         embedding = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
         dropped = dropout(embedding, dropout_key, dropout_rate)

@@ -20,7 +20,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from inas_jax.augment import augment
-from inas_jax.models import PATCH_MAX_SIZE, Arch, GridResNet
+from inas_jax.models import PATCH_MAX_SIZE, Arch, ConvLowering, GridResNet
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,9 @@ class TrainConfig:
     max_rotation: float = 15.0
     width: int = 64
     compute_dtype: str = "float32"
-    conv_impl: str = "auto"  # auto | xla | patches: how convolutions are lowered (models.Conv)
+    conv_impl: str = "auto"  # auto | xla | patches | winograd: how convolutions are lowered (models.ConvLowering)
     patch_max_size: int = PATCH_MAX_SIZE  # auto on the CPU: patch GEMMs for outputs up to this size
+    winograd: bool = True  # auto on the CPU: Winograd F(2x2,3x3) for 3x3 stride-1 convs
     eval_batch_size: int = 1000
 
     @property
@@ -98,7 +99,8 @@ def check_batch_divisible(batch_size: int, what: str = "--batch_size") -> None:
 
 
 def make_model(arch: Arch, num_classes: int, cfg: TrainConfig) -> GridResNet:
-    return GridResNet(arch, num_classes, cfg.width, jnp.dtype(cfg.compute_dtype), cfg.conv_impl, cfg.patch_max_size)
+    lowering = ConvLowering(cfg.conv_impl, cfg.patch_max_size, cfg.winograd)
+    return GridResNet(arch, num_classes, cfg.width, jnp.dtype(cfg.compute_dtype), lowering)
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:

@@ -139,10 +139,13 @@ def test_resume_inside_inas_search_reuses_finished_candidates(tmp_path, monkeypa
 
 
 def test_cifar_cpu_preset_pins_the_studys_convolution_lowering():
-    """The committed CIFAR study ran with patch GEMMs up to 4x4; its preset keeps that so `verify` reproduces."""
+    """The committed CIFAR study ran with patch GEMMs up to 4x4 and no Winograd; its preset keeps that
+    so `verify` reproduces."""
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["inas_jax", "--preset=cifar_cpu"])
-    assert cli.config_from_flags().train.patch_max_size == 4
+    train = cli.config_from_flags().train
+    assert (train.patch_max_size, train.winograd) == (4, False)
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["inas_jax"])
-    assert cli.config_from_flags().train.patch_max_size == 16
+    train = cli.config_from_flags().train
+    assert (train.patch_max_size, train.winograd) == (16, True)

@@ -89,7 +89,7 @@ def test_bfloat16_compute_keeps_float32_params():
     assert logits.shape == (2, 10) and emb.dtype == jnp.float32
 
 
-def _plain_flax_conv(features, kernel_size, stride=1, dtype=jnp.float32, impl="auto", patch_max_size=None, name=None):
+def _plain_flax_conv(features, kernel_size, stride=1, dtype=jnp.float32, lowering=None, name=None):
     pad = (kernel_size - 1) // 2
     return flax.linen.Conv(features, (kernel_size,) * 2, (stride,) * 2, padding=[(pad, pad)] * 2, dtype=dtype,
                            name=name)
@@ -104,14 +104,15 @@ def _loss_and_grads(model, variables, x, y):
     return loss, grads, updates
 
 
-@pytest.mark.parametrize("impl", ["auto", "patches", "xla"])
+@pytest.mark.parametrize("impl", ["auto", "patches", "xla", "winograd"])
 @pytest.mark.parametrize("grid", [(1, 1), (1, 4), (2, 5)])
 def test_fast_paths_equal_plain_flax_conv_and_pool(monkeypatch, impl, grid):
-    """Patch-GEMM convs and the separable max-pool give plain flax's loss, gradients and BN stats."""
+    """Patch-GEMM and Winograd convs and the separable max-pool give plain flax's loss, gradients and
+    BN stats (spatial sizes 8, 4, 2 and 1 (odd) with a 16x16 input)."""
     from inas_jax import models
     x = jax.random.normal(jax.random.key(1), (32, 16, 16, 3))  # enough samples for well-conditioned BN at 1x1
     y = jnp.arange(32) % 10
-    fast = GridResNet(Arch(*grid), 10, width=8, conv_impl=impl)
+    fast = GridResNet(Arch(*grid), 10, width=8, lowering=models.ConvLowering(impl))
     variables = jax.jit(fast.init)(jax.random.key(0), x)
     got = _loss_and_grads(fast, variables, x, y)
     monkeypatch.setattr(models, "Conv", _plain_flax_conv)
@@ -135,12 +136,39 @@ def test_max_pool_matches_reduce_window_on_odd_and_tiny_inputs():
         np.testing.assert_array_equal(max_pool_3x3_s2(x), flax.linen.max_pool(x, (3, 3), (2, 2), "SAME"))
 
 
+def _lowered_ops(conv, x) -> str:
+    variables = conv.init(jax.random.key(0), x)
+    return str(jax.make_jaxpr(conv.apply)(variables, x))
+
+
 @pytest.mark.parametrize("patch_max_size, lowered_by_xla", [(16, False), (8, True), (4, True)])
 def test_auto_lowering_uses_patch_gemms_up_to_patch_max_size(patch_max_size, lowered_by_xla):
-    """On the CPU, conv_impl=auto runs a conv with a 16x16 output as a patch GEMM iff patch_max_size >= 16."""
-    from inas_jax.models import Conv
-    conv = Conv(8, 3, 1, impl="auto", patch_max_size=patch_max_size)
-    x = jnp.ones((2, 16, 16, 8))
-    variables = conv.init(jax.random.key(0), x)
-    jaxpr = str(jax.make_jaxpr(conv.apply)(variables, x))
+    """Without Winograd, conv_impl=auto on the CPU runs a 16x16-output conv as a patch GEMM iff
+    patch_max_size >= 16."""
+    from inas_jax.models import Conv, ConvLowering
+    jaxpr = _lowered_ops(Conv(8, 3, 1, lowering=ConvLowering("auto", patch_max_size, winograd=False)),
+                         jnp.ones((2, 16, 16, 8)))
     assert ("conv_general_dilated" in jaxpr) == lowered_by_xla
+    assert "custom_vjp" not in jaxpr
+
+
+def test_auto_lowering_uses_winograd_for_3x3_stride_1_convs_only():
+    """The default on the CPU: Winograd for 3x3 stride-1 convs with >= 16 input channels and >= 2x2
+    outputs; patches for strided, 1x1, narrow (the stem) and 1x1-output convs; XLA's nowhere here."""
+    from inas_jax.models import Conv, ConvLowering
+    x = jnp.ones((2, 16, 16, 16))
+    assert "custom_vjp" in _lowered_ops(Conv(8, 3, 1), x)
+    for conv, inputs in [(Conv(8, 3, 2), x), (Conv(8, 1, 1), x), (Conv(8, 3, 1), jnp.ones((2, 16, 16, 8))),
+                         (Conv(8, 3, 1), jnp.ones((2, 1, 1, 16)))]:
+        jaxpr = _lowered_ops(conv, inputs)
+        assert "custom_vjp" not in jaxpr and "conv_general_dilated" not in jaxpr
+    assert ConvLowering().choose(3, 1, 64, 32) == "winograd"
+    assert ConvLowering("winograd").choose(3, 2, 64, 8) == "patches"  # Winograd F(2x2,3x3) is stride 1
+    assert ConvLowering("xla").choose(3, 1, 64, 8) == "xla"
+    assert ConvLowering(winograd=False).choose(3, 1, 64, 32) == "xla"
+
+
+def test_unknown_conv_impl_is_refused():
+    from inas_jax.models import ConvLowering
+    with pytest.raises(ValueError, match="conv_impl='im2col' is unknown"):
+        ConvLowering("im2col")
