@@ -84,7 +84,8 @@ def config_from_flags() -> RunConfig:
             raise ConfigError(f"--arch={_ARCH.value!r} is not BLOCKS,STACKS such as 2,4")
         arch = (int(match.group(1)), int(match.group(2)))
     train_fields = {k: values[k] for k in ("epochs", "epoch_size", "batch_size", "width", "flip", "max_shift",
-                                          "max_rotation", "patch_max_size", "winograd") if k in values}
+                                          "max_rotation", "patch_max_size", "winograd", "eval_batch_size")
+                    if k in values}
     if "lr" in values:
         train_fields["lr"] = values["lr"]
     train = TrainConfig(compute_dtype=_DTYPE.value, **train_fields)

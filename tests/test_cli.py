@@ -139,13 +139,13 @@ def test_resume_inside_inas_search_reuses_finished_candidates(tmp_path, monkeypa
 
 
 def test_cifar_cpu_preset_pins_the_studys_convolution_lowering():
-    """The committed CIFAR study ran with patch GEMMs up to 4x4 and no Winograd; its preset keeps that
-    so `verify` reproduces."""
+    """The committed CIFAR study ran with patch GEMMs up to 4x4, no Winograd and inference batches of
+    1000; its preset keeps that so `verify` reproduces."""
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["inas_jax", "--preset=cifar_cpu"])
     train = cli.config_from_flags().train
-    assert (train.patch_max_size, train.winograd) == (4, False)
+    assert (train.patch_max_size, train.winograd, train.eval_batch_size) == (4, False, 1000)
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["inas_jax"])
     train = cli.config_from_flags().train
-    assert (train.patch_max_size, train.winograd) == (16, True)
+    assert (train.patch_max_size, train.winograd, train.eval_batch_size) == (16, True, 128)
