@@ -32,7 +32,7 @@ from absl import app, flags
 
 from inas_jax import queries
 from inas_jax.models import Arch
-from inas_jax.train import TrainConfig, init_state, make_model, predict, train_epoch
+from inas_jax.train import TrainConfig, init_state, make_model, normalise, predict, train_epoch
 
 PEER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "peer_kcenter_numpy.py"
 POOL = flags.DEFINE_integer("pool", 50_000, "Coreset pool size N.")
@@ -116,7 +116,7 @@ def bench_mc_and_inference():
     t_head = time.perf_counter() - t + t_infer  # the head-only path needs the one deterministic pass too
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    full = jax.jit(lambda xb, k: jax.nn.softmax(model.apply(variables, (xb.astype(jnp.float32) / 255 - mean) / std,
+    full = jax.jit(lambda xb, k: jax.nn.softmax(model.apply(variables, normalise(xb, mean, std),
                                                             dropout_key=k, dropout_rate=0.5)[0], -1))
     full(pool[:1000], key)
     t = time.perf_counter()
@@ -129,7 +129,7 @@ def bench_mc_and_inference():
           f"(timed {FULL_PASSES.value}, scaled) | speed-up {t_full / t_head:.0f}x", flush=True)
 
     # the training step's forward half: the train-mode forward (batch statistics) at the training batch size
-    forward = jax.jit(lambda v, xb: model.apply(v, (xb.astype(jnp.float32) / 255 - mean) / std, train=True,
+    forward = jax.jit(lambda v, xb: model.apply(v, normalise(xb, mean, std), train=True,
                                                 mutable=["batch_stats"])[0][0])
     xb = jnp.asarray(pool[:cfg.batch_size])
     jax.block_until_ready(forward(variables, xb))
