@@ -115,11 +115,10 @@ class ConvLowering:
     impl: "xla" (lax.conv), "patches" (conv_patches), "winograd" (conv3x3_winograd for 3x3 stride-1
     convs, patches for the others) or "auto". On the CPU, auto takes Winograd for 3x3 stride-1 convs
     with at least WINOGRAD_MIN_CHANNELS input channels and outputs of at least 2x2 when `winograd` is
-    set, else patches where they beat XLA's
-    convolution (output at most `patch_max_size` pixels a side, or <= 4 input channels), else XLA;
-    on accelerators always XLA. At width 64 and batch 128 on a 2-core CPU, a Winograd conv's forward
-    plus backward takes 0.5-0.75x the patch GEMM's time, and patches take ~0.9x XLA's at 16x16 and
-    8x8 and ~1/50 at 2x2.
+    set, else patches where they beat XLA's convolution (output at most `patch_max_size` pixels a
+    side, or <= 4 input channels), else XLA; on accelerators always XLA. At width 64 and batch 128 on
+    a 2-core CPU, a Winograd conv's forward plus backward takes 0.5-0.75x the patch GEMM's time, and
+    patches take ~0.9x XLA's at 16x16 and 8x8 and ~1/50 at 2x2.
     """
 
     impl: str = "auto"
