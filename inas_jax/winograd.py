@@ -126,14 +126,14 @@ def _tile_matmul(v: jax.Array, u: jax.Array) -> jax.Array:
     return out.reshape(v.shape[:-1] + (u.shape[-1],))
 
 
-@jax.custom_vjp
-def _conv_even(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return output_transform(_tile_matmul(input_transform(x), kernel_transform(kernel)))
-
-
 def _conv_even_fwd(x, kernel):
     v, u = input_transform(x), kernel_transform(kernel)
     return output_transform(_tile_matmul(v, u)), (v, u)
+
+
+@jax.custom_vjp
+def _conv_even(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return _conv_even_fwd(x, kernel)[0]
 
 
 def _conv_even_bwd(residuals, dy):
@@ -153,6 +153,6 @@ def conv3x3_winograd(x: jax.Array, kernel: jax.Array) -> jax.Array:
     appended zeros sit where the padding was, so the kept outputs are unchanged)."""
     if kernel.shape[:2] != (3, 3):
         raise ValueError(f"Winograd F(2x2,3x3) needs a 3x3 kernel, got {kernel.shape[:2]}")
-    b, h, w, c = x.shape
+    h, w = x.shape[1:3]
     x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
     return _conv_even(x, kernel)[:, :h, :w]
