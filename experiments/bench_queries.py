@@ -16,10 +16,6 @@ inference: predict() images/s over the MC pool (TrainConfig.eval_batch_size per 
 """
 from __future__ import annotations
 
-if __name__ == "__main__":  # first: glibc reads its tunables only at process start (inas_jax.allocator)
-    from inas_jax.allocator import reexec_with_huge_pages
-    reexec_with_huge_pages()
-
 import hashlib
 import importlib.util
 import pathlib
@@ -31,8 +27,11 @@ import numpy as np
 from absl import app, flags
 
 from inas_jax import queries
-from inas_jax.models import Arch
-from inas_jax.train import TrainConfig, init_state, make_model, normalise, predict, train_epoch
+from inas_jax.allocator import reexec_with_huge_pages
+from inas_jax.config import ModelConfig, TrainConfig
+from inas_jax.models import build_model
+from inas_jax.search_space import Arch
+from inas_jax.train import init_state, predict, train_epoch
 
 PEER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "peer_kcenter_numpy.py"
 POOL = flags.DEFINE_integer("pool", 50_000, "Coreset pool size N.")
@@ -99,25 +98,24 @@ def bench_coreset():
 
 
 def bench_mc_and_inference():
-    cfg = TrainConfig(width=WIDTH.value, batch_size=128, epoch_size=128 * 3, flip=False, max_shift=0, max_rotation=0.0)
-    model = make_model(Arch(1, 1), 10, cfg)
+    cfg = TrainConfig(batch_size=128, epoch_size=128 * 3, flip=False, max_shift=0, max_rotation=0.0)
+    stats = (np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32))
+    model = build_model(Arch(1, 1), 10, ModelConfig(width=WIDTH.value), stats)
     state = init_state(model, cfg, jax.random.key(0), (32, 32, 3))
     rng = np.random.default_rng(1)
     pool = rng.integers(0, 256, (MC_POOL.value, 32, 32, 3), np.uint8)
-    mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
-    predict(model, state, pool[:1000], mean, std, cfg.eval_batch_size)  # compile
+    predict(model, state, pool[:1000], cfg.eval_batch_size)  # compile
     t = time.perf_counter()
-    logits, emb = predict(model, state, pool, mean, std, cfg.eval_batch_size)
+    logits, emb = predict(model, state, pool, cfg.eval_batch_size)
     t_infer = time.perf_counter() - t
     key = jax.random.key(3)
-    queries.mc_dropout_scores(state.params, emb[:100], key, passes=PASSES.value)  # compile
+    queries.mc_dropout_scores(state.params["head"], emb[:100], key, passes=PASSES.value)  # compile
     t = time.perf_counter()
-    scores = queries.mc_dropout_scores(state.params, emb, key, passes=PASSES.value)
+    scores = queries.mc_dropout_scores(state.params["head"], emb, key, passes=PASSES.value)
     t_head = time.perf_counter() - t + t_infer  # the head-only path needs the one deterministic pass too
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    full = jax.jit(lambda xb, k: jax.nn.softmax(model.apply(variables, normalise(xb, mean, std),
-                                                            dropout_key=k, dropout_rate=0.5)[0], -1))
+    full = jax.jit(lambda xb, k: jax.nn.softmax(model.apply(variables, xb, dropout_key=k, dropout_rate=0.5)[0], -1))
     full(pool[:1000], key)
     t = time.perf_counter()
     for k in jax.random.split(key, FULL_PASSES.value):
@@ -129,14 +127,13 @@ def bench_mc_and_inference():
           f"(timed {FULL_PASSES.value}, scaled) | speed-up {t_full / t_head:.0f}x", flush=True)
 
     # the training step's forward half: the train-mode forward (batch statistics) at the training batch size
-    forward = jax.jit(lambda v, xb: model.apply(v, normalise(xb, mean, std), train=True,
-                                                mutable=["batch_stats"])[0][0])
+    forward = jax.jit(lambda v, xb: model.apply(v, xb, train=True, mutable=["batch_stats"])[0][0])
     xb = jnp.asarray(pool[:cfg.batch_size])
     jax.block_until_ready(forward(variables, xb))
     t_forward = t_predict = float("inf")  # seconds per image, best of 3 (the machine is noisy)
     for _ in range(3):
         t = time.perf_counter()
-        predict(model, state, pool, mean, std, cfg.eval_batch_size)
+        predict(model, state, pool, cfg.eval_batch_size)
         t_predict = min(t_predict, (time.perf_counter() - t) / len(pool))
         t = time.perf_counter()
         for _ in range(len(pool) // cfg.batch_size):
@@ -145,10 +142,10 @@ def bench_mc_and_inference():
     x = np.asarray(pool[:512])
     y = np.zeros(512, np.int32)
     batches = np.arange(384).reshape(3, 128) % 512
-    s2, *_ = train_epoch(state, x, y, batches, mean, std, key, model=model, cfg=cfg)  # compile and warm up
+    s2, *_ = train_epoch(state, model, x, y, batches, key, cfg)  # compile and warm up
     jax.block_until_ready(s2)
     t = time.perf_counter()
-    s2, losses, _ = train_epoch(s2, x, y, batches, mean, std, key, model=model, cfg=cfg)
+    s2, losses, _ = train_epoch(s2, model, x, y, batches, key, cfg)
     jax.block_until_ready(losses)
     train_ips = 384 / (time.perf_counter() - t)
     print(f"inference (predict, batches of {cfg.eval_batch_size}) {1 / t_predict:.0f} images/s vs the training "
@@ -164,4 +161,5 @@ def main(_):
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()
     app.run(main)

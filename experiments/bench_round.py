@@ -9,10 +9,6 @@ Prints peak RSS next to what one N x N float32 matrix would take: memory must gr
 """
 from __future__ import annotations
 
-if __name__ == "__main__":  # first: glibc reads its tunables only at process start (inas_jax.allocator)
-    from inas_jax.allocator import reexec_with_huge_pages
-    reexec_with_huge_pages()
-
 import json
 import pathlib
 import resource
@@ -35,15 +31,14 @@ def one_round(n: int) -> dict:
     import numpy as np
 
     from inas_jax import active
-    from inas_jax.config import RunConfig
+    from inas_jax.config import from_preset
     from inas_jax.data import Dataset, load_npz
-    from inas_jax.train import TrainConfig
 
     full = load_npz(NPZ.value)
     ds = Dataset(full.name, full.x_train[:n], full.y_train[:n], full.x_test, full.y_test, full.num_classes)
-    cfg = RunConfig(dataset="cifar10", query=QUERY.value, strategy="fixed", arch=(1, 1), initial_size=2000,
-                    query_sizes=(2000,), budget=4000,
-                    train=TrainConfig(epochs=EPOCHS.value, epoch_size=2048, width=WIDTH.value))
+    cfg = from_preset("cpu", "cifar10", query=QUERY.value, strategy="fixed", arch="1,1", initial_size=2000,
+                      query_sizes=(2000,), budget=4000, epochs=EPOCHS.value, epoch_size=2048, batch_size=128,
+                      width=WIDTH.value)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
     state = active.run_round(active.initial_state(cfg, n), ds, cfg)
@@ -52,7 +47,7 @@ def one_round(n: int) -> dict:
             "rss_after_loading_mb": before, "seconds": time.perf_counter() - t,
             "query_seconds": record["seconds"]["query"], "queried": record["num_queried"],
             "nxn_matrix_mb": n * n * 4 / 2 ** 20, "test_accuracy": record["test_accuracy"],
-            "distinct": int(len(np.unique(state.labelled)))}
+            "distinct": int(len(np.unique(state.labelled_idx)))}
 
 
 def main(_):
@@ -75,4 +70,6 @@ def main(_):
 
 
 if __name__ == "__main__":
+    from inas_jax.allocator import reexec_with_huge_pages
+    reexec_with_huge_pages()
     app.run(main)

@@ -18,10 +18,6 @@ The peer needs torch: give its interpreter with --peer_python (see the README's 
 """
 from __future__ import annotations
 
-if __name__ == "__main__":  # first: glibc reads its tunables only at process start (inas_jax.allocator)
-    from inas_jax.allocator import reexec_with_huge_pages
-    reexec_with_huge_pages()
-
 import collections
 import gzip
 import json
@@ -40,8 +36,12 @@ import numpy as np
 from absl import app, flags
 
 from inas_jax.allocator import TUNABLE, huge_pages_active, with_huge_pages
-from inas_jax.models import PATCH_MAX_SIZE, Arch, num_params
-from inas_jax.train import TrainConfig, init_state, make_model, train_epoch, train_step
+from inas_jax.allocator import reexec_with_huge_pages
+from inas_jax.config import ModelConfig, TrainConfig
+from inas_jax.conv import PATCH_MAX_SIZE
+from inas_jax.models import build_model
+from inas_jax.search_space import Arch, num_params
+from inas_jax.train import init_state, train_epoch, train_step
 
 PEER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "peer_resnet_torch.py"
 
@@ -54,24 +54,26 @@ REPEATS = flags.DEFINE_integer("repeats", 3, "Timed epochs (and peer runs) per a
 PEER_PY = flags.DEFINE_string("peer_python", None, "Python with torch for the peer; skipped when absent.")
 PATCH_MAX = flags.DEFINE_integer("patch_max_size", PATCH_MAX_SIZE, "Patch-GEMM convolutions up to this output size "
                                  "(4 was the rule before; with INAS_JAX_DEFAULT_MALLOC=1, the old setup).")
-WINOGRAD = flags.DEFINE_bool("winograd", True, "Winograd F(2x2,3x3) for 3x3 stride-1 convs (--nowinograd: the "
-                             "session-4 lowering).")
+WINOGRAD = flags.DEFINE_bool("winograd", True, "Winograd F(2x2,3x3) for 3x3 stride-1 convs (--nowinograd: patch "
+                             "GEMMs and XLA's convolution only).")
 PROFILE_TOP = flags.DEFINE_integer("profile_top", 0, "Print the K most expensive XLA ops per step (0: off).")
+
+
+STATS = (np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32))  # per-channel mean, std
 
 
 def jax_images_per_s(arch: Arch, augmented: bool, profile: bool = False) -> tuple[float, float]:
     """(images/s of the best of REPEATS timed epochs, minor page faults per step in the last one)."""
-    cfg = TrainConfig(epochs=1, epoch_size=BATCH.value * STEPS.value, batch_size=BATCH.value, width=WIDTH.value,
-                      flip=augmented, max_shift=4 if augmented else 0, max_rotation=15.0 if augmented else 0.0,
-                      patch_max_size=PATCH_MAX.value, winograd=WINOGRAD.value)
-    model = make_model(arch, 10, cfg)
+    cfg = TrainConfig(epochs=1, epoch_size=BATCH.value * STEPS.value, batch_size=BATCH.value,
+                      flip=augmented, max_shift=4 if augmented else 0, max_rotation=15.0 if augmented else 0.0)
+    model = build_model(arch, 10, ModelConfig(width=WIDTH.value, patch_max_size=PATCH_MAX.value,
+                                              winograd=WINOGRAD.value), STATS)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(0, 256, (BATCH.value * 4, 32, 32, 3), np.uint8))
     y = jnp.asarray(rng.integers(0, 10, (BATCH.value * 4,), np.int32))
     batches = rng.integers(0, len(x), (cfg.steps_per_epoch, BATCH.value)).astype(np.int32)
-    mean, std = jnp.full((3,), 0.5), jnp.full((3,), 0.25)
     state = init_state(model, cfg, jax.random.key(0), (32, 32, 3))
-    state, *_ = train_epoch(state, x, y, batches, mean, std, jax.random.key(1), model=model, cfg=cfg)
+    state, *_ = train_epoch(state, model, x, y, batches, jax.random.key(1), cfg)
     jax.block_until_ready(state)  # compiled and warm
     trace_dir = tempfile.mkdtemp(prefix="bench_train_trace_") if profile else None
     if profile:
@@ -80,15 +82,14 @@ def jax_images_per_s(arch: Arch, augmented: bool, profile: bool = False) -> tupl
     for repeat in range(1 if profile else REPEATS.value):
         faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t = time.perf_counter()
-        state, losses, _ = train_epoch(state, x, y, batches, mean, std, jax.random.key(2 + repeat), model=model,
-                                       cfg=cfg)
+        state, losses, _ = train_epoch(state, model, x, y, batches, jax.random.key(2 + repeat), cfg)
         jax.block_until_ready(losses)
         best = min(best, time.perf_counter() - t)
         faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / STEPS.value
     rate = BATCH.value * STEPS.value / best
     if profile:
         jax.profiler.stop_trace()
-        hlo = train_step.lower(state, x, y, jnp.asarray(batches[0]), mean, std, jax.random.key(2), model=model,
+        hlo = train_step.lower(state, model, x, y, jnp.asarray(batches[0]), jax.random.key(2),
                                cfg=cfg.step_config()).compile().as_text()
         print_op_profile(trace_dir, hlo, 1e3 * BATCH.value / rate)
         shutil.rmtree(trace_dir)
@@ -114,8 +115,8 @@ def print_op_profile(trace_dir: str, hlo: str, step_ms: float) -> None:
 def train_gflop_per_image(arch: Arch) -> float:
     """Training FLOPs per image / 1e9: 3 x the forward pass (backward ~2x forward), as XLA counts the
     forward of the plain-convolution model (batch 1, 32x32x3)."""
-    cfg = TrainConfig(width=WIDTH.value, conv_impl="xla")
-    model = make_model(arch, 10, cfg)
+    cfg = TrainConfig()
+    model = build_model(arch, 10, ModelConfig(width=WIDTH.value, conv_impl="xla"), STATS)
     state = init_state(model, cfg, jax.random.key(0), (32, 32, 3))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     forward = jax.jit(lambda v, x: model.apply(v, x)[0])
@@ -183,4 +184,5 @@ def main(_):
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()
     app.run(main)

@@ -6,9 +6,12 @@
   python experiments/paper.py longtail --dataset=cifar10                      # 25,000 passive, then coreset
 
 main: queries {sr, mcdropout, coreset} x {iNAS, fixed A(1,2), fixed A(2,4)}, plus random querying
-with iNAS, all with --preset=paper (SPEC.md's protocol). Each command resumes from its workdir, so
+with iNAS, all with --preset=paper (the paper's protocol). longtail: Geifman & El-Yaniv's long-tail
+baseline, --strategy=longtail: 25,000 labels drawn at random, one architecture chosen on them by
+iNAS steps until the current one wins, then that architecture fixed while coreset queries +5,000
+per round to 50,000 (compare with main's iNAS + sr and iNAS + coreset curves). Each command resumes from its workdir, so
 rerunning this script after a preemption continues every unfinished run. Afterwards:
-  python -m inas_jax.report --out=report runs/paper/*
+  python -m inas_jax.report --out=report runs/main/*
 """
 from __future__ import annotations
 
@@ -17,28 +20,35 @@ import shlex
 import subprocess
 import sys
 
-from inas_jax.config import run_name
+from inas_jax.config import from_preset, run_name
 
 STRATEGIES = [("inas", None), ("fixed", "1,2"), ("fixed", "2,4")]
+
+
+def grid(queries: list[str]) -> list[tuple[str, str | None, str]]:
+    """(strategy, arch, query) of every query under iNAS and the two fixed architectures."""
+    return [(s, a, q) for q in queries for s, a in STRATEGIES]
+
+
 SETTINGS = {
-    "main": dict(queries=["sr", "mcdropout", "coreset"], extra=[]),
+    "main": dict(runs=grid(["sr", "mcdropout", "coreset"]) + [("inas", None, "random")], extra=[]),
     # The CPU-scale study of experiments/cifar_cpu.py: every query, random too, under every strategy.
-    "cifar_cpu": dict(queries=["sr", "coreset", "mcdropout", "random"], extra=[], preset="cifar_cpu"),
-    "sener": dict(queries=["sr", "mcdropout", "coreset"],
+    "cifar_cpu": dict(runs=grid(["sr", "coreset", "mcdropout", "random"]), extra=[], preset="cifar_cpu"),
+    "sener": dict(runs=grid(["sr", "mcdropout", "coreset"]),
                   extra=["--initial_size=5000", "--query_sizes=5000,5000,5000,30000", "--budget=50000"]),
-    "longtail": dict(queries=["coreset"], extra=["--initial_size=25000", "--query_sizes=5000", "--budget=50000"]),
+    "longtail": dict(runs=[("longtail", None, "coreset")],
+                     extra=["--initial_size=25000", "--query_sizes=5000", "--budget=50000"]),
 }
 
 
 def commands(experiment: str, dataset: str, seeds: list[int], data_dir: str | None) -> list[list[str]]:
     setting = SETTINGS[experiment]
-    runs = [(s, a, q) for q in setting["queries"] for s, a in STRATEGIES]
-    if experiment == "main":
-        runs.append(("inas", None, "random"))
+    runs = setting["runs"]
     out = []
     for seed in seeds:
         for strategy, arch, query in runs:
-            name = run_name(dataset, strategy, arch and tuple(arch.split(",")), query, seed)
+            name = run_name(from_preset(setting.get("preset", "paper"), dataset, strategy=strategy, query=query,
+                                        seed=seed, **({"arch": arch} if arch else {})))
             cmd = [sys.executable, "-m", "inas_jax.main", f"--preset={setting.get('preset', 'paper')}",
                    f"--dataset={dataset}",
                    f"--query={query}", f"--strategy={strategy}", f"--seed={seed}",

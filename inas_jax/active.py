@@ -1,13 +1,14 @@
-"""Active rounds: an immutable pool state and a round function state -> state.
+"""Active rounds: an immutable pool state, a round function state -> state, and the loop over rounds.
 
-One round (SPEC.md): iNAS (or the fixed architecture) -> train from scratch on all labelled points
--> record test accuracy -> query b unlabelled points -> reveal their labels. Labels are read in one
-place only, `labels_of`, and only for labelled indices; the test set is only ever evaluated.
+One round: iNAS (or the fixed architecture) -> train from scratch on all labelled points -> record
+test accuracy -> query b unlabelled points -> reveal their labels. Labels are read in one place
+only, `labels_of`, and only for labelled indices; the test set is only ever evaluated.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from typing import Any, Protocol
 
@@ -19,34 +20,49 @@ from inas_jax import queries
 from inas_jax.config import RunConfig
 from inas_jax.data import Dataset
 from inas_jax.inas import search
-from inas_jax.models import Arch, num_params
-from inas_jax.train import TrainConfig, TrainState, evaluate, init_state, make_model, predict, train
+from inas_jax.models import Model, build_model
+from inas_jax.search_space import Arch, num_params
+from inas_jax.train import TrainConfig, TrainingDiverged, TrainState, evaluate, init_state, predict, train
 
 log = logging.getLogger(__name__)
+
+# fold_in(round key, stream): the round's independent random streams.
+SEARCH, FINAL_TRAINING, QUERY = 0, 1, 2
 
 
 @flax.struct.dataclass
 class PoolState:
-    """What crosses rounds. labelled: pool indices (n,) int32 in order of acquisition;
-    key: the run's base key data (uint32); round: rounds completed; arch: the current architecture;
-    history: one record (dict) per completed round."""
+    """What crosses rounds. labelled_idx: pool indices (n,) int32 in order of acquisition;
+    round: rounds completed; arch: the current architecture; history: one record (dict) per
+    completed round."""
 
-    labelled: np.ndarray
-    key: np.ndarray
+    labelled_idx: np.ndarray
     round: int = flax.struct.field(pytree_node=False)
     arch: Arch = flax.struct.field(pytree_node=False)
     history: tuple = flax.struct.field(pytree_node=False, default=())
 
 
 class Progress(Protocol):
-    """Mid-round persistence (see checkpoint.RunStore); NoProgress keeps nothing."""
+    """Persistence of a run (see checkpoint.RunStore); NoProgress keeps nothing."""
 
+    def load(self) -> PoolState | None: ...
+    def save_round(self, state: PoolState, finished: bool) -> None: ...
+    def write_results(self, state: PoolState, finished: bool) -> None: ...
     def known_scores(self, round_: int) -> dict[Arch, float]: ...
     def candidate_done(self, round_: int, arch: Arch, score: float) -> None: ...
     def training_hooks(self, round_: int, task: str, template: Any) -> dict: ...
 
 
 class NoProgress:
+    def load(self):
+        return None
+
+    def save_round(self, state, finished):
+        pass
+
+    def write_results(self, state, finished):
+        pass
+
     def known_scores(self, round_):
         return {}
 
@@ -65,49 +81,51 @@ def initial_labelled(pool_size: int, k: int, seed: int) -> np.ndarray:
 
 
 def initial_state(cfg: RunConfig, pool_size: int) -> PoolState:
-    return PoolState(labelled=initial_labelled(pool_size, cfg.initial_size, cfg.seed),
-                     key=np.asarray(jax.random.key_data(jax.random.key(cfg.seed))),
-                     round=0, arch=cfg.start_arch)
+    return PoolState(labelled_idx=initial_labelled(pool_size, cfg.initial_size, cfg.seed), round=0, arch=cfg.arch)
 
 
-def labelled_fingerprint(labelled: np.ndarray) -> str:
+def round_key(cfg: RunConfig, round_: int) -> jax.Array:
+    """The key of round `round_` (0-based): fold_in(key(seed), round)."""
+    return jax.random.fold_in(jax.random.key(cfg.seed), round_)
+
+
+def labelled_fingerprint(labelled_idx: np.ndarray) -> str:
     """sha1 of the labelled indices in acquisition order (int32 little-endian): equal runs, equal strings."""
-    return hashlib.sha1(np.asarray(labelled, "<i4").tobytes()).hexdigest()
+    return hashlib.sha1(np.asarray(labelled_idx, "<i4").tobytes()).hexdigest()
 
 
-def labels_of(dataset: Dataset, labelled: np.ndarray) -> np.ndarray:
+def labels_of(dataset: Dataset, labelled_idx: np.ndarray) -> np.ndarray:
     """The oracle: labels of labelled pool points. The only place pool labels are read."""
-    return dataset.y_train[labelled]
+    return dataset.y_train[labelled_idx]
 
 
-def select(cfg: RunConfig, dataset: Dataset, arch: Arch, train_cfg: TrainConfig, state: TrainState,
-           labelled: np.ndarray, b: int, key: jax.Array) -> np.ndarray:
-    """Runs the configured query function over the pool's images (never its labels)."""
-    mask = np.zeros(len(dataset.x_train), bool)
-    mask[labelled] = True
-    if cfg.query == "random":
-        return queries.random_query(key, mask, b)
-    model = make_model(arch, dataset.num_classes, train_cfg)
-    logits, embeddings = predict(model, state, dataset.x_train, *dataset.channel_stats, train_cfg.eval_batch_size)
-    if cfg.query == "sr":
-        return queries.softmax_response(logits, mask, b)
-    if cfg.query == "mcdropout":
-        return queries.mc_dropout(state.params, embeddings, mask, b, key, cfg.mc_passes, cfg.mc_rate)
-    return queries.coreset(embeddings, mask, b)
+def select(cfg: RunConfig, model: Model, state: TrainState, pool: np.ndarray, labelled_idx: np.ndarray, b: int,
+           key: jax.Array) -> np.ndarray:
+    """The configured query over the pool's images (N, H, W, C) (never its labels): b new indices."""
+    is_labelled = np.zeros(len(pool), bool)
+    is_labelled[labelled_idx] = True
+    query = queries.QUERIES[cfg.query]
+    outputs = None
+    if query.uses_model:
+        logits, embeddings = predict(model, state, pool, cfg.train.eval_batch_size)
+        outputs = queries.PoolOutputs(logits, embeddings, state.params["head"])
+    return query.fn(outputs, is_labelled, b, key, queries.QueryOptions(cfg.mc_passes, cfg.mc_rate))
 
 
 def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Progress = NoProgress()) -> PoolState:
     """One active round; returns the next state (round + 1, grown labelled set, one more record).
 
-    Keys: fold_in(base, round) then 0 = search, 1 = final training, 2 = query; so a resumed run
-    repeats exactly what the uninterrupted one does.
+    Keys: round_key then fold_in SEARCH, FINAL_TRAINING, QUERY; so a resumed run repeats exactly
+    what the uninterrupted one does.
     """
     r = state.round
-    round_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), r)
-    labelled = state.labelled
-    x_lab, y_lab = dataset.x_train[labelled], labels_of(dataset, labelled)
-    stats = dataset.channel_stats
+    key = round_key(cfg, r)
+    labelled_idx = state.labelled_idx
+    x_lab, y_lab = dataset.x_train[labelled_idx], labels_of(dataset, labelled_idx)
     seconds = {}
+
+    def build(arch: Arch) -> Model:
+        return build_model(arch, dataset.num_classes, cfg.model, dataset.channel_stats)
 
     t = time.perf_counter()
     candidates = []
@@ -115,52 +133,75 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
     if cfg.strategy == "inas":
         cand_cfg = cfg.candidate_train
 
-        def score(cand: Arch, train_idx, val_idx, key) -> float:
-            template = _template(cand, dataset, cand_cfg)
-            result = train(cand, dataset.num_classes, x_lab[train_idx], y_lab[train_idx], cand_cfg, key, stats,
+        def score(cand: Arch, train_idx, val_idx, cand_key) -> float:
+            model = build(cand)
+            result = train(model, x_lab[train_idx], y_lab[train_idx], cand_cfg, cand_key,
                            val=(x_lab[val_idx], y_lab[val_idx]), capacity=cfg.budget,
                            label=f"round {r + 1} candidate {cand}",
-                           **progress.training_hooks(r, f"candidate {cand}", template))
+                           **progress.training_hooks(r, f"candidate {cand}", _template(model, cand_cfg, dataset)))
             progress.candidate_done(r, cand, result.best_val_accuracy)
             return result.best_val_accuracy
 
-        found = search(arch, len(labelled), score, jax.random.fold_in(round_key, 0), cfg.t_inas,
+        found = search(arch, len(labelled_idx), score, jax.random.fold_in(key, SEARCH), cfg.t_inas,
                        known=progress.known_scores(r))
         arch = found.arch
-        candidates = [{"arch": [c.blocks, c.stacks], "val_accuracy": s} for c, s in found.scores.items()]
+        candidates = [{"arch": c.to_json(), "val_accuracy": s} for c, s in found.scores.items()]
     seconds["search"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    result = train(arch, dataset.num_classes, x_lab, y_lab, cfg.train, jax.random.fold_in(round_key, 1), stats,
-                   capacity=cfg.budget, label=f"round {r + 1} {arch}", **progress.training_hooks(r, "final", _template(arch, dataset, cfg.train)))
-    model = make_model(arch, dataset.num_classes, cfg.train)
-    test = evaluate(model, result.state, dataset.x_test, dataset.y_test, *stats, cfg.train.eval_batch_size)
+    model = build(arch)
+    result = train(model, x_lab, y_lab, cfg.train, jax.random.fold_in(key, FINAL_TRAINING), capacity=cfg.budget,
+                   label=f"round {r + 1} {arch}",
+                   **progress.training_hooks(r, "final", _template(model, cfg.train, dataset)))
+    test = evaluate(result.model, result.state, dataset.x_test, dataset.y_test, cfg.train.eval_batch_size)
+    if not math.isfinite(test["loss"]):
+        raise TrainingDiverged(f"round {r + 1} {arch}: the test loss is {test['loss']}; lower the learning rate "
+                               "or check the data")
     seconds["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
     sizes = cfg.schedule()
     new = np.zeros((0,), np.int32)
     if r + 1 < len(sizes):
-        b = sizes[r + 1] - len(labelled)
-        new = select(cfg, dataset, arch, cfg.train, result.state, labelled, b, jax.random.fold_in(round_key, 2))
+        b = sizes[r + 1] - len(labelled_idx)
+        new = select(cfg, result.model, result.state, dataset.x_train, labelled_idx, b,
+                     jax.random.fold_in(key, QUERY))
     seconds["query"] = time.perf_counter() - t
 
-    record = {"round": r + 1, "num_labelled": int(len(labelled)), "arch": [arch.blocks, arch.stacks],
-              "num_params": num_params(arch, dataset.num_classes, cfg.train.width, dataset.image_shape[-1]),
+    record = {"round": r + 1, "num_labelled": int(len(labelled_idx)), "arch": arch.to_json(),
+              "num_params": num_params(arch, dataset.num_classes, cfg.model.width, dataset.image_shape[-1]),
               "test_accuracy": test["accuracy"], "test_loss": test["loss"],
               "final_train_loss": result.history[-1]["loss"], "candidates": candidates,
-              "num_queried": int(len(new)), "labelled_sha1": labelled_fingerprint(labelled), "seconds": seconds}
-    log.info("round %d: %d labels, %s, test accuracy %.4f; queried %d (%s)", r + 1, len(labelled), arch,
+              "num_queried": int(len(new)), "labelled_sha1": labelled_fingerprint(labelled_idx), "seconds": seconds}
+    log.info("round %d: %d labels, %s, test accuracy %.4f; queried %d (%s)", r + 1, len(labelled_idx), arch,
              test["accuracy"], len(new), ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()))
-    return state.replace(labelled=np.concatenate([labelled, new]).astype(np.int32), round=r + 1, arch=arch,
+    return state.replace(labelled_idx=np.concatenate([labelled_idx, new]).astype(np.int32), round=r + 1, arch=arch,
                          history=state.history + (record,))
 
 
-def _template(arch: Arch, dataset: Dataset, train_cfg: TrainConfig):
+def _template(model: Model, train_cfg: TrainConfig, dataset: Dataset):
     """Shapes of a fresh TrainState (no compute): the restore target for mid-training checkpoints."""
-    model = make_model(arch, dataset.num_classes, train_cfg)
     return jax.eval_shape(lambda: init_state(model, train_cfg, jax.random.key(0), dataset.image_shape))
 
 
 def is_finished(state: PoolState, cfg: RunConfig) -> bool:
     return state.round >= len(cfg.schedule())
+
+
+def run(cfg: RunConfig, dataset: Dataset, progress: Progress = NoProgress()) -> PoolState:
+    """The whole run: resumes from `progress` (or starts from the initial set), runs the remaining
+    rounds and commits each; returns the final state. cfg must be valid for the dataset."""
+    state = progress.load()
+    if state is None:
+        state = initial_state(cfg, len(dataset.x_train))
+        log.info("new run: %s %s on %s, %d rounds to %d labels", cfg.strategy, cfg.query, dataset.name,
+                 len(cfg.schedule()), cfg.budget)
+    else:
+        log.info("resuming after round %d of %d", state.round, len(cfg.schedule()))
+    while not is_finished(state, cfg):
+        t = time.perf_counter()
+        state = run_round(state, dataset, cfg, progress)
+        progress.save_round(state, finished=is_finished(state, cfg))
+        log.info("round %d committed (%.1fs)", state.round, time.perf_counter() - t)
+    progress.write_results(state, finished=True)  # a finished run's results.json, even if it was lost
+    return state

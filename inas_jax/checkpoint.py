@@ -1,41 +1,56 @@
-"""A run's working directory: config guard, Orbax checkpoints per round and inside rounds, results.json.
+"""A run's working directory: one run at a time, config guard, Orbax checkpoints per round and inside
+rounds, results.json.
 
 WORKDIR/
-  config.json          the RunConfig; a rerun with other settings is refused
-  rounds/<r>/          Orbax: labelled indices and key (arrays), round, arch, history (JSON)
+  .lock                held (flock) by the process running this workdir; holds its pid
+  config.json          {"config": RunConfig, "data": the dataset's fingerprint}; a rerun with other
+                       settings or other data is refused
+  rounds/<r>/          Orbax: labelled indices (array), round, arch, history (JSON)
   training/<n>/        Orbax: the TrainState of the training in progress, with its round and task
   round_progress.json  scores of the iNAS candidates already trained in the current round
   results.json         config + one record per completed round (rewritten atomically each round)
-Every write is atomic (Orbax commits by rename; JSON goes through a temporary file), so a kill at
-any moment leaves the last complete checkpoint readable.
+Every write is atomic (Orbax commits by rename; JSON goes through a fresh temporary file), so a kill
+at any moment leaves the last complete checkpoint readable. A damaged checkpoint or progress file is
+discarded with a warning and its work recomputed; a damaged config.json is an error the user fixes.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
 import pathlib
+import tempfile
 import time
+from typing import Any, Callable
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from inas_jax.active import PoolState
-from inas_jax.config import RunConfig, differences
-from inas_jax.models import Arch
+from inas_jax.config import ConfigError, RunConfig, differences
+from inas_jax.search_space import Arch
 
 log = logging.getLogger(__name__)
 
 
-class ConfigMismatch(ValueError):
-    """The workdir holds a run with other settings."""
+class WorkdirError(ValueError):
+    """The workdir cannot hold this run: other settings or data, in use, or damaged beyond recovery."""
 
 
 def write_json(path: pathlib.Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    """Writes obj to path atomically through a temporary file created exclusively beside it (a fresh
+    name: never a path that already exists, such as a planted symlink), then renamed over path."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(obj, indent=1))
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _first_line(err: Exception) -> str:
@@ -43,71 +58,128 @@ def _first_line(err: Exception) -> str:
 
 
 def _manager(directory: pathlib.Path, keep: int) -> ocp.CheckpointManager:
+    if directory.exists() and not directory.is_dir():
+        raise WorkdirError(f"{str(directory)!r} is not a directory; move it away to resume this workdir")
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
     return ocp.CheckpointManager(directory.absolute(), options=options)
 
 
-class RunStore:
-    """Persistence of one run in `workdir`; implements active.Progress for mid-round resumption.
+def newest_readable(manager: ocp.CheckpointManager, restore: Callable[[int], Any], what: str,
+                    delete_damaged: bool) -> Any:
+    """restore(step) of the newest step it succeeds on, trying steps newest first. A step whose
+    restore raises is damaged: logged as a warning (and deleted if delete_damaged), then the one
+    before is tried. restore returning None stops the search. None if no step is readable."""
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            return restore(step)
+        except Exception as err:  # a damaged checkpoint must never be resumed from
+            log.warning("%s checkpoint %d in %s is unreadable (%s); falling back to the previous one", what, step,
+                        manager.directory, _first_line(err))
+            if delete_damaged:
+                manager.delete(step)
+    return None
 
+
+class RunStore:
+    """Persistence of one run in `workdir`; implements active.Progress.
+
+    data: the dataset's fingerprint (a JSON-able dict), checked like the settings on resume.
     checkpoint_seconds: minimum time between mid-training checkpoints (0 = after every epoch).
     """
 
-    def __init__(self, workdir: str | os.PathLike, cfg: RunConfig, checkpoint_seconds: float = 60.0):
+    def __init__(self, workdir: str | os.PathLike, cfg: RunConfig, data: dict | None = None,
+                 checkpoint_seconds: float = 60.0):
         self.dir = pathlib.Path(workdir)
         self.cfg = cfg
+        self.data = data or {}
         self.checkpoint_seconds = checkpoint_seconds
+        self._lock = None
         self._rounds = None
         self._training = None
 
-    # -- config and round checkpoints -------------------------------------------------------------
+    # -- opening: lock, config guard --------------------------------------------------------------
     def open(self) -> None:
-        """Creates the workdir or checks that it holds a run of the same config."""
+        """Locks the workdir (creating it) and checks that it holds a run of the same config and data,
+        or none. Raises WorkdirError naming the problem."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            self._check_config()
+            self._rounds = _manager(self.dir / "rounds", keep=3)
+            self._training = _manager(self.dir / "training", keep=2)
+        except BaseException:
+            self.close()
+            raise
+
+    def _take_lock(self) -> None:
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise WorkdirError(f"workdir {str(self.dir)!r} is in use by another run (pid {holder}); wait for "
+                                   "it to end or use another --workdir") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock = fd
+
+    def _check_config(self) -> None:
         path = self.dir / "config.json"
-        if path.exists():
-            diff = differences(json.loads(path.read_text()), self.cfg.to_dict())
-            if diff:
-                raise ConfigMismatch(f"workdir {str(self.dir)!r} holds a run with other settings ({'; '.join(diff)}); "
-                                     "use another --workdir or the same settings")
-        else:
-            write_json(path, self.cfg.to_dict())
-        self._rounds = _manager(self.dir / "rounds", keep=3)
-        self._training = _manager(self.dir / "training", keep=2)
+        mine = {"config": self.cfg.to_dict(), "data": self.data}
+        if not path.exists():
+            write_json(path, mine)
+            return
+        try:
+            stored = json.loads(path.read_text())
+            if not isinstance(stored, dict) or set(stored) != {"config", "data"}:
+                raise ConfigError("expected an object with 'config' and 'data'")
+            RunConfig.from_dict(stored["config"])
+        except (ValueError, OSError) as err:  # JSONDecodeError and ConfigError are ValueErrors
+            raise WorkdirError(f"{str(path)!r} is unreadable ({_first_line(err)}); restore it or use another "
+                               "--workdir") from None
+        diff = differences(stored, mine)
+        if diff:
+            raise WorkdirError(f"workdir {str(self.dir)!r} holds a run with other settings or data "
+                               f"({'; '.join(d.removeprefix('config.') for d in diff)}); use another --workdir or "
+                               "the same settings and data")
 
     def close(self) -> None:
         for m in (self._rounds, self._training):
             if m is not None:
                 m.close()
+        self._rounds = self._training = None
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
 
+    # -- round checkpoints -------------------------------------------------------------------------
     def load(self) -> PoolState | None:
         """The last complete round checkpoint. An unreadable one is deleted with a warning and the one
         before is used (the lost round is recomputed identically); never resumes from garbage."""
-        for step in sorted(self._rounds.all_steps(), reverse=True):
-            try:
-                got = self._rounds.restore(step, args=ocp.args.Composite(
-                    arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-                meta, arrays = got["meta"], got["arrays"]
-                state = PoolState(labelled=np.asarray(arrays["labelled"], np.int32),
-                                  key=np.asarray(arrays["key"], np.uint32), round=int(meta["round"]),
-                                  arch=Arch(*meta["arch"]), history=tuple(meta["history"]))
-                sizes = self.cfg.schedule()
-                expected = sizes[min(step, len(sizes) - 1)]
-                if state.round != step or len(state.history) != step:
-                    raise ValueError(f"round {state.round} with {len(state.history)} records under step {step}")
-                if len(state.labelled) != expected or len(np.unique(state.labelled)) != expected:
-                    raise ValueError(f"{len(state.labelled)} labelled indices where {expected} distinct are due")
-                return state
-            except Exception as err:  # a damaged checkpoint must never be resumed from
-                log.warning("round checkpoint %d in %s is unreadable (%s); falling back to the previous one",
-                            step, self.dir / "rounds", _first_line(err))
-                self._rounds.delete(step)
-        return None
+        sizes = self.cfg.schedule()
+
+        def restore(step: int) -> PoolState:
+            got = self._rounds.restore(step, args=ocp.args.Composite(
+                arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+            meta, arrays = got["meta"], got["arrays"]
+            state = PoolState(labelled_idx=np.asarray(arrays["labelled"], np.int32), round=int(meta["round"]),
+                              arch=Arch.from_json(meta["arch"]), history=tuple(meta["history"]))
+            expected = sizes[min(step, len(sizes) - 1)]
+            if state.round != step or len(state.history) != step:
+                raise ValueError(f"round {state.round} with {len(state.history)} records under step {step}")
+            if len(state.labelled_idx) != expected or len(np.unique(state.labelled_idx)) != expected:
+                raise ValueError(f"{len(state.labelled_idx)} labelled indices where {expected} distinct are due")
+            return state
+
+        return newest_readable(self._rounds, restore, "round", delete_damaged=True)
 
     def save_round(self, state: PoolState, finished: bool) -> None:
         """Commits the state after a round, rewrites results.json and drops the round's progress."""
-        arrays = {"labelled": np.asarray(state.labelled, np.int32), "key": np.asarray(state.key, np.uint32)}
-        meta = {"round": state.round, "arch": [state.arch.blocks, state.arch.stacks], "history": list(state.history)}
+        arrays = {"labelled": np.asarray(state.labelled_idx, np.int32)}
+        meta = {"round": state.round, "arch": state.arch.to_json(), "history": list(state.history)}
         self._rounds.save(state.round, args=ocp.args.Composite(
             arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=True)
         self._rounds.wait_until_finished()
@@ -118,43 +190,47 @@ class RunStore:
 
     def write_results(self, state: PoolState, finished: bool) -> None:
         write_json(self.dir / "results.json", {"config": self.cfg.to_dict(), "finished": finished,
-                                                "labelled": np.asarray(state.labelled).tolist(),
+                                                "labelled": np.asarray(state.labelled_idx).tolist(),
                                                 "rounds": list(state.history)})
 
-    # -- active.Progress: inside a round ----------------------------------------------------------
+    # -- inside a round ----------------------------------------------------------------------------
     def known_scores(self, round_: int) -> dict[Arch, float]:
+        """Scores of the iNAS candidates finished in this round; a damaged progress file is discarded
+        with a warning (its candidates are retrained, with the same results)."""
         path = self.dir / "round_progress.json"
         if not path.exists():
             return {}
-        progress = json.loads(path.read_text())
-        if progress["round"] != round_:
+        try:
+            progress = json.loads(path.read_text())
+            if progress["round"] != round_:
+                return {}
+            scores = {Arch.from_json(a): float(s) for a, s in progress["scores"]}
+        except (ValueError, KeyError, TypeError, OSError) as err:
+            log.warning("%s is unreadable (%s); discarding it", path, _first_line(err))
+            path.unlink(missing_ok=True)
             return {}
-        return {Arch(*a): s for a, s in progress["scores"]}
+        return scores
 
     def candidate_done(self, round_: int, arch: Arch, score: float) -> None:
-        scores = [[[a.blocks, a.stacks], s] for a, s in self.known_scores(round_).items()]
-        write_json(self.dir / "round_progress.json",
-                   {"round": round_, "scores": scores + [[[arch.blocks, arch.stacks], score]]})
+        scores = [[a.to_json(), s] for a, s in self.known_scores(round_).items()]
+        write_json(self.dir / "round_progress.json", {"round": round_, "scores": scores + [[arch.to_json(), score]]})
 
     def training_hooks(self, round_: int, task: str, template) -> dict:
         """{'resume': (epoch, state, history) or None, 'on_epoch': checkpoint callback} for train()."""
-        resume = None
-        for step in sorted(self._training.all_steps(), reverse=True):
-            try:
-                meta = self._training.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-                if meta["round"] != round_ or meta["task"] != task:
-                    break
-                got = self._training.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
-                resume = (int(meta["epoch"]), got["state"], meta["history"])
-                log.info("resuming %s of round %d from epoch %d", task, round_ + 1, meta["epoch"])
-                break
-            except Exception as err:  # damaged: try the previous one, else train from scratch
-                log.warning("training checkpoint %d in %s is unreadable (%s); falling back", step,
-                            self.dir / "training", _first_line(err))
+        def restore(step: int):
+            meta = self._training.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            if meta["round"] != round_ or meta["task"] != task:
+                return None
+            got = self._training.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
+            return int(meta["epoch"]), got["state"], meta["history"]
+
+        resume = newest_readable(self._training, restore, "training", delete_damaged=False)
         if resume is None:
             for step in self._training.all_steps():
                 self._training.delete(step)
+        else:
+            log.info("resuming %s of round %d from epoch %d", task, round_ + 1, resume[0])
         last_save = [time.monotonic()]
 
         def on_epoch(epoch: int, state, history) -> None:
@@ -167,4 +243,3 @@ class RunStore:
             last_save[0] = time.monotonic()
 
         return {"resume": resume, "on_epoch": on_epoch}
-

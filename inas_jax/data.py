@@ -1,12 +1,14 @@
 """Datasets: one immutable `Dataset` value from three sources (digits, TFDS, npz files).
 
-Images are uint8 NHWC with 1 or 3 channels; labels int32 in [0, num_classes). Normalisation
-statistics (per-channel mean and std of x_train in [0, 1]) come from the train split only.
+Images are uint8 NHWC with 1 or 3 channels, at least 8x8; labels int32 in [0, num_classes).
+Normalisation statistics (per-channel mean and std of x_train in [0, 1]) come from the train split
+only. `Dataset.fingerprint` identifies the data, so a run can refuse to resume on other data.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 import zipfile
 
@@ -15,6 +17,10 @@ import numpy as np
 TFDS_NAMES = {"cifar10": "cifar10", "cifar100": "cifar100", "svhn": "svhn_cropped"}
 SVHN_POOL_SIZE = 50_000  # the paper trims SVHN's 73,257 training images to its first 50,000.
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+MIN_IMAGE_SIZE = 8  # the smallest H and W the model is documented for.
+_INT32_MAX = int(np.iinfo(np.int32).max)
+_FLOAT_FORMS = ("expected [0, 1] or [0, 255] (floats all within [0, 1] are scaled by 255; "
+                "above 1 they must be whole numbers)")
 
 
 class DataError(ValueError):
@@ -26,6 +32,7 @@ class Dataset:
     """A labelled image classification dataset held in host memory.
 
     x_train (N, H, W, C) uint8, y_train (N,) int32, x_test (M, H, W, C) uint8, y_test (M,) int32.
+    origin: JSON-able facts about the source that the arrays do not show (npz file size, TFDS version).
     """
 
     name: str
@@ -34,6 +41,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    origin: dict = dataclasses.field(default_factory=dict)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -56,6 +64,22 @@ class Dataset:
         mean = total / n
         std = np.sqrt(np.maximum(squares / n - mean * mean, 0.0))
         return (mean / 255.0).astype(np.float32), np.maximum(std / 255.0, 1e-3).astype(np.float32)
+
+    @functools.cached_property
+    def fingerprint(self) -> dict:
+        """A small JSON-able dict identifying the data: equal fingerprints mean the same arrays.
+
+        name, origin, split sizes, image shape, num_classes and a sha256 over the four arrays' dtypes,
+        shapes and bytes (~0.1 s for CIFAR-10's 180 MB). Computed once per Dataset.
+        """
+        digest = hashlib.sha256()
+        for array in (self.x_train, self.y_train, self.x_test, self.y_test):
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype.str}{array.shape};".encode())
+            digest.update(array.data)
+        return dict(name=self.name, **self.origin, train=len(self.x_train), test=len(self.x_test),
+                    image_shape=list(self.image_shape), num_classes=int(self.num_classes),
+                    sha256=digest.hexdigest())
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
@@ -81,7 +105,7 @@ def load_digits(test_size: int = 497) -> Dataset:
     y = bunch.target.astype(np.int32)
     order = np.random.default_rng(0).permutation(len(y))
     test, train = order[:test_size], order[test_size:]
-    return _checked("digits", x[train], y[train], x[test], y[test], 10)
+    return _checked("digits", x[train], y[train], x[test], y[test], 10, origin={"source": "sklearn"})
 
 
 _TFDS_HELP = (
@@ -100,7 +124,8 @@ def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
     try:
         train = tfds.data_source(tfds_name, split="train", data_dir=data_dir, download=False)
         test = tfds.data_source(tfds_name, split="test", data_dir=data_dir, download=False)
-        num_classes = tfds.builder(tfds_name, data_dir=data_dir).info.features["label"].num_classes
+        info = tfds.builder(tfds_name, data_dir=data_dir).info
+        num_classes, version = info.features["label"].num_classes, str(info.version)
     except Exception as err:  # TFDS raises several unrelated types for "not there"
         where = data_dir or "the default TFDS directory (~/tensorflow_datasets)"
         dir_flag = f" --data_dir={data_dir}" if data_dir else ""
@@ -110,7 +135,8 @@ def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
     n_train = min(len(train), SVHN_POOL_SIZE) if name == "svhn" else len(train)
     x_train, y_train = _read_source(train, n_train)
     x_test, y_test = _read_source(test, len(test))
-    return _checked(name, x_train, y_train, x_test, y_test, num_classes)
+    return _checked(name, x_train, y_train, x_test, y_test, num_classes,
+                    origin={"source": "tfds", "tfds_name": tfds_name, "version": version})
 
 
 def _read_source(source, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,10 +150,17 @@ def _read_source(source, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_npz(path: str) -> Dataset:
-    """Reads x_train, y_train, x_test, y_test from an .npz (the format of shared/data/cifar10.npz).
+    """Reads the arrays x_train, y_train, x_test, y_test from an .npz file.
 
-    Images: uint8, or float in [0, 1] or [0, 255] without NaN; rank 4 NHWC (rank 3 = one channel)
-    with 1 or 3 channels. Labels: integers in [0, num_classes). Pickled objects are refused.
+    Images: rank 4 NHWC (rank 3 = one channel), 1 or 3 channels, H and W at least MIN_IMAGE_SIZE
+    (8), uint8 or float. A float array whose values all lie in [0, 1] is scaled by 255 and rounded;
+    otherwise its values must be whole numbers in [0, 255]; anything else (NaN, negative, above 255,
+    fractions above 1) is refused, not guessed.
+    Labels: integers (checked before the int32 cast, so nothing wraps) that number the classes
+    0..K-1 without gaps: num_classes = largest y_train label + 1, and every class must have a
+    training image, so a stray huge label is refused instead of inflating the model's head, and
+    num_classes never exceeds the training images. Every y_test label must be a y_train class.
+    Pickled objects are refused.
     """
     if not os.path.isfile(path):
         raise DataError(f"npz file {path!r} does not exist or is not a file")
@@ -150,12 +183,27 @@ def load_npz(path: str) -> Dataset:
         raise DataError(f"npz file {path!r} cannot be read: {err}") from None
     x_train, x_test = (_as_uint8_images(arrays[k], k, path) for k in ("x_train", "x_test"))
     y_train, y_test = (_as_labels(arrays[k], k, path) for k in ("y_train", "y_test"))
-    num_classes = int(y_train.max(initial=0)) + 1
+    num_classes = _num_classes(y_train, path)
     if y_test.size and y_test.max() >= num_classes:
         raise DataError(f"y_test in {path!r} has label {int(y_test.max())} but y_train's labels are "
                         f"0..{num_classes - 1}: every test class must occur in training")
     name = "npz:" + os.path.basename(path)
-    return _checked(name, x_train, y_train, x_test, y_test, num_classes, source=path)
+    return _checked(name, x_train, y_train, x_test, y_test, num_classes, source=path,
+                    origin={"source": "npz", "file_bytes": os.path.getsize(path)})
+
+
+def _num_classes(y_train: np.ndarray, path: str) -> int:
+    """Largest label + 1, after checking that every class 0..K-1 has a training image."""
+    classes = np.unique(y_train)
+    if not classes.size:
+        return 1
+    top = int(classes[-1])
+    if len(classes) != top + 1:
+        missing = int(np.argmax(classes != np.arange(len(classes))))
+        raise DataError(f"y_train in {path!r} has label {top}, but class {missing} has no training image "
+                        f"({top + 1 - len(classes):,} of classes 0..{top} are empty): labels must number "
+                        "the classes 0..K-1 without gaps")
+    return top + 1
 
 
 def _as_uint8_images(x: np.ndarray, key: str, path: str) -> np.ndarray:
@@ -168,14 +216,28 @@ def _as_uint8_images(x: np.ndarray, key: str, path: str) -> np.ndarray:
     if x.dtype == np.uint8:
         return x
     if np.issubdtype(x.dtype, np.floating):
-        if not np.isfinite(x).all():
-            raise DataError(f"{key} in {path!r} contains NaN or infinite values")
-        lo, hi = float(x.min(initial=0)), float(x.max(initial=0))
-        if lo < 0 or hi > 255:
-            raise DataError(f"{key} in {path!r} has values in [{lo}, {hi}]: expected [0, 1] or [0, 255]")
-        scale = 255.0 if hi <= 1.0 else 1.0
-        return np.round(x * scale).astype(np.uint8)
+        return _float_as_uint8(x, key, path)
     raise DataError(f"{key} in {path!r} has dtype {x.dtype}: expected uint8 or float images")
+
+
+def _float_as_uint8(x: np.ndarray, key: str, path: str, chunk: int = 1024) -> np.ndarray:
+    """Float images -> uint8 by the rule of load_npz, in chunks of images (no full float copy)."""
+    if not x.size:
+        return x.astype(np.uint8)
+    lo, hi = float(x.min()), float(x.max())  # NaN propagates into both; infinities show up in one
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise DataError(f"{key} in {path!r} contains NaN or infinite values")
+    if lo < 0 or hi > 255:
+        raise DataError(f"{key} in {path!r} has float values in [{lo:g}, {hi:g}]: {_FLOAT_FORMS}")
+    scale = 255.0 if hi <= 1.0 else 1.0
+    out = np.empty(x.shape, np.uint8)
+    for start in range(0, len(x), chunk):
+        part = x[start:start + chunk]
+        if scale == 1.0 and not np.array_equal(part, np.round(part)):
+            raise DataError(f"{key} in {path!r} has float values in [{lo:g}, {hi:g}] that are not whole "
+                            f"numbers: {_FLOAT_FORMS}")
+        out[start:start + chunk] = np.round(part * scale)
+    return out
 
 
 def _as_labels(y: np.ndarray, key: str, path: str) -> np.ndarray:
@@ -186,10 +248,13 @@ def _as_labels(y: np.ndarray, key: str, path: str) -> np.ndarray:
         raise DataError(f"{key} in {path!r} has dtype {y.dtype}: expected integer labels")
     if y.size and y.min() < 0:
         raise DataError(f"{key} in {path!r} has a negative label {int(y.min())}")
+    if y.size and int(y.max()) > _INT32_MAX:
+        raise DataError(f"{key} in {path!r} has label {int(y.max())}, which does not fit int32 "
+                        f"(at most {_INT32_MAX:,})")
     return y.astype(np.int32)
 
 
-def _checked(name, x_train, y_train, x_test, y_test, num_classes, source=None) -> Dataset:
+def _checked(name, x_train, y_train, x_test, y_test, num_classes, source=None, origin=None) -> Dataset:
     where = f" in {source!r}" if source else ""
     for xs, ys, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
         if len(xs) != len(ys):
@@ -200,6 +265,11 @@ def _checked(name, x_train, y_train, x_test, y_test, num_classes, source=None) -
             raise DataError(f"y_{split}{where} has label {int(ys.max())} >= num_classes {num_classes}")
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(f"train images {x_train.shape[1:]} and test images {x_test.shape[1:]} differ{where}")
+    height, width = x_train.shape[1:3]
+    if min(height, width) < MIN_IMAGE_SIZE:
+        raise DataError(f"images{where} are {height}x{width}: they must be at least "
+                        f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
     if num_classes < 2:
         raise DataError(f"dataset {name!r}{where} has fewer than 2 classes")
-    return Dataset(name, x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32), num_classes)
+    return Dataset(name, x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32), num_classes,
+                   dict(origin or {}))

@@ -14,7 +14,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from inas_jax.models import Arch, neighbours
+from inas_jax.search_space import Arch, neighbours
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,15 @@
 """Query functions: which unlabelled pool points to label next. Pure functions, never given labels.
 
-Every function takes what it scores (model outputs or embeddings over the whole pool), the
-labelled mask (N,) bool, the batch size b and, where random, a key; it returns b distinct indices
-(int32) of unlabelled points, the most informative first.
+Every function takes what it scores (model outputs or embeddings over the whole pool), the mask
+`is_labelled` (N,) bool, the batch size b and, where random, a key; it returns b distinct indices
+(int32) of unlabelled points, the most informative first. `QUERIES` maps each `--query` name to
+its function over `PoolOutputs`: the driver, validation, the CLI help and the tests read it.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -14,62 +17,102 @@ import numpy as np
 
 from inas_jax.models import dropout, head_logits
 
-QUERY_NAMES = ("sr", "mcdropout", "coreset", "random")
+
+@dataclasses.dataclass(frozen=True)
+class PoolOutputs:
+    """The trained model's view of the pool, what model-based queries score.
+
+    logits (N, C) and embeddings (N, D) float32 of the deterministic model; head: the dense head's
+    params {kernel (D, C), bias (C,)}, for head-only stochastic passes.
+    """
+
+    logits: np.ndarray
+    embeddings: np.ndarray
+    head: Any
 
 
-def _check(labelled: np.ndarray, b: int) -> None:
-    free = int(labelled.size - np.count_nonzero(labelled))
+@dataclasses.dataclass(frozen=True)
+class QueryOptions:
+    """Settings of the queries that take any: MC passes and their dropout rate."""
+
+    mc_passes: int = 100
+    mc_rate: float = 0.5
+
+
+# fn(outputs or None, is_labelled (N,) bool, b, key, options) -> (b,) int32 pool indices
+QueryFn = Callable[[PoolOutputs | None, np.ndarray, int, jax.Array, QueryOptions], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+    fn: QueryFn
+    help: str
+    uses_model: bool = True  # False: no forward pass over the pool is needed
+
+
+QUERIES: dict[str, Query] = {}
+
+
+def register(name: str, help: str, uses_model: bool = True):
+    """Decorator adding a QueryFn to QUERIES under `name` (the --query value)."""
+    def add(fn: QueryFn) -> QueryFn:
+        QUERIES[name] = Query(fn, help, uses_model)
+        return fn
+    return add
+
+
+def _check(is_labelled: np.ndarray, b: int) -> None:
+    free = int(is_labelled.size - np.count_nonzero(is_labelled))
     if not 0 < b <= free:
         raise ValueError(f"cannot query {b} points: the pool has {free} unlabelled points")
 
 
-def _top_b(scores: np.ndarray, labelled: np.ndarray, b: int) -> np.ndarray:
+def _top_b(scores: np.ndarray, is_labelled: np.ndarray, b: int) -> np.ndarray:
     """The b unlabelled indices of highest score; ties broken by the lower index (stable)."""
-    masked = np.where(labelled, -np.inf, scores.astype(np.float64))
+    masked = np.where(is_labelled, -np.inf, scores.astype(np.float64))
     return np.argsort(-masked, kind="stable")[:b].astype(np.int32)
 
 
-def random_query(key: jax.Array, labelled: np.ndarray, b: int) -> np.ndarray:
+def random_query(key: jax.Array, is_labelled: np.ndarray, b: int) -> np.ndarray:
     """b unlabelled indices uniformly at random without replacement."""
-    _check(labelled, b)
-    free = np.flatnonzero(~labelled)
+    _check(is_labelled, b)
+    free = np.flatnonzero(~is_labelled)
     pick = jax.random.choice(key, len(free), (b,), replace=False)
     return free[np.asarray(pick)].astype(np.int32)
 
 
-def softmax_response(logits: np.ndarray, labelled: np.ndarray, b: int) -> np.ndarray:
+def softmax_response(logits: np.ndarray, is_labelled: np.ndarray, b: int) -> np.ndarray:
     """Softmax response: the b unlabelled points whose largest softmax probability is lowest.
 
     logits (N, C) of the deterministic model.
     """
-    _check(labelled, b)
+    _check(is_labelled, b)
     confidence = np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32), -1).max(-1))
-    return _top_b(-confidence, labelled, b)
+    return _top_b(-confidence, is_labelled, b)
 
 
 @functools.partial(jax.jit, static_argnames=("passes", "rate"))
-def _mc_variance(head_params, embeddings, key, *, passes: int, rate: float):
+def _mc_variance(head, embeddings, key, *, passes: int, rate: float):
     """Variance over `passes` dropout samples of p(c | x), c = deterministic argmax. (N,) float32."""
-    predicted = jnp.argmax(head_logits(head_params, embeddings), -1)
+    predicted = jnp.argmax(head_logits(head, embeddings), -1)
 
     def class_prob(k):
-        probs = jax.nn.softmax(head_logits(head_params, dropout(embeddings, k, rate)), -1)
+        probs = jax.nn.softmax(head_logits(head, dropout(embeddings, k, rate)), -1)
         return jnp.take_along_axis(probs, predicted[:, None], 1)[:, 0]
 
     samples = jax.vmap(class_prob)(jax.random.split(key, passes))  # (passes, N)
     return jnp.var(samples, axis=0)
 
 
-def mc_dropout_scores(params, embeddings: np.ndarray, key: jax.Array, passes: int = 100, rate: float = 0.5,
+def mc_dropout_scores(head, embeddings: np.ndarray, key: jax.Array, passes: int = 100, rate: float = 0.5,
                       chunk: int = 8192) -> np.ndarray:
-    """MC-dropout scores (N,) from penultimate embeddings (N, D) and the model's params.
+    """MC-dropout scores (N,) from penultimate embeddings (N, D) and the model's head params.
 
     Dropout sits only on the embedding, so the backbone runs once and only the dense head is
     sampled: the same distribution as `passes` full stochastic forward passes. The pool is
     processed in chunks of `chunk` points; chunk i uses key fold_in(key, i), so the result equals
     full forward passes over the same chunks with keys split(fold_in(key, i), passes).
     """
-    head = {"head": params["head"]}
     out = []
     for i, start in enumerate(range(0, len(embeddings), chunk)):
         part = jnp.asarray(embeddings[start:start + chunk], jnp.float32)
@@ -77,11 +120,11 @@ def mc_dropout_scores(params, embeddings: np.ndarray, key: jax.Array, passes: in
     return np.concatenate(out)
 
 
-def mc_dropout(params, embeddings: np.ndarray, labelled: np.ndarray, b: int, key: jax.Array,
+def mc_dropout(head, embeddings: np.ndarray, is_labelled: np.ndarray, b: int, key: jax.Array,
                passes: int = 100, rate: float = 0.5) -> np.ndarray:
     """MC-dropout query: the b unlabelled points whose predicted-class probability varies most."""
-    _check(labelled, b)
-    return _top_b(mc_dropout_scores(params, embeddings, key, passes, rate), labelled, b)
+    _check(is_labelled, b)
+    return _top_b(mc_dropout_scores(head, embeddings, key, passes, rate), is_labelled, b)
 
 
 @functools.partial(jax.jit, static_argnames=("chunk",))
@@ -136,20 +179,40 @@ def _greedy_k_center(points, min_dist, taken, *, b: int, lookahead: int = 16):
     return jax.lax.while_loop(lambda c: c[-1] < b, one_pass, init)[2]
 
 
-def coreset(embeddings: np.ndarray, labelled: np.ndarray, b: int, chunk: int = 1024,
+def coreset(embeddings: np.ndarray, is_labelled: np.ndarray, b: int, chunk: int = 1024,
             lookahead: int = 16) -> np.ndarray:
     """Greedy k-center (Sener & Savarese) on embeddings (N, D): repeatedly pick the unlabelled point
     farthest from its nearest labelled-or-picked point. Memory O(N * D). With no labelled point
     the first pick is the lowest index (all distances are infinite).
     """
-    _check(labelled, b)
+    _check(is_labelled, b)
     points = jnp.asarray(embeddings, jnp.float32)
-    centres_idx = np.flatnonzero(labelled)
+    centres_idx = np.flatnonzero(is_labelled)
     padded = -(-max(len(centres_idx), 1) // chunk) * chunk
     chunk = min(chunk, padded)
     idx = np.zeros(padded, np.int64)
     idx[:len(centres_idx)] = centres_idx
     valid = np.arange(padded) < len(centres_idx)
     min_dist = _min_sq_dist(points, points[idx], jnp.asarray(valid), chunk=chunk)
-    return np.asarray(_greedy_k_center(points, min_dist, jnp.asarray(labelled), b=b,
+    return np.asarray(_greedy_k_center(points, min_dist, jnp.asarray(is_labelled), b=b,
                                        lookahead=lookahead)).astype(np.int32)
+
+
+@register("sr", "softmax response, the lowest top-class probability (the paper's)")
+def _sr(out, is_labelled, b, key, options):
+    return softmax_response(out.logits, is_labelled, b)
+
+
+@register("mcdropout", "variance of the predicted class's probability over MC-dropout passes (the paper's)")
+def _mcdropout(out, is_labelled, b, key, options):
+    return mc_dropout(out.head, out.embeddings, is_labelled, b, key, options.mc_passes, options.mc_rate)
+
+
+@register("coreset", "greedy k-center on the embeddings (Sener & Savarese; the paper's)")
+def _coreset(out, is_labelled, b, key, options):
+    return coreset(out.embeddings, is_labelled, b)
+
+
+@register("random", "uniformly at random (passive learning)", uses_model=False)
+def _random(out, is_labelled, b, key, options):
+    return random_query(key, is_labelled, b)

@@ -1,7 +1,18 @@
 """python -m inas_jax.report --out=DIR RUN [RUN ...]: learning curves and architectures from results.json.
 
 RUN is a workdir, a results.json, or a glob of either. Runs with the same dataset, strategy (iNAS or
-the fixed architecture) and query are seeds of one curve, drawn as mean +- std over seeds. Writes:
+the fixed architecture) and query are seeds of one curve, drawn as mean +- std over seeds.
+
+Input is checked before anything is written; a violation prints one `error:` line, exit status 2:
+  - every results.json is a JSON object with a config (dataset, strategy, query, seed, arch) and a
+    list of round records (num_labelled rising, test_accuracy in [0, 1]; arch and num_params for iNAS);
+  - --out, if it exists, is a directory;
+  - the seeds of one curve share every other setting: runs whose configs differ in anything but the
+    seed (say train.width) are refused, naming the setting, not averaged; report them separately.
+    Two files with the same config and seed (a copied run) are refused too.
+A file reached twice (a workdir and its results.json, a symlink) counts once, by its real path. A
+curve whose seeds completed different numbers of rounds is drawn over the rounds all completed, with
+a warning on stderr naming each run's count. Writes:
   curves_<strategy>.png   test accuracy vs labels, one line per query
   compare_<query>.png     the same query under every strategy
   architectures.png       the architecture iNAS chose per round (blocks x stacks and parameters)
@@ -14,40 +25,168 @@ from __future__ import annotations
 import collections
 import glob
 import json
+import math
 import os
 import sys
 
 import numpy as np
 
 from inas_jax.config import dataset_label
+from inas_jax.search_space import Arch
+
+
+class ReportError(ValueError):
+    """The report's input is unusable; the message is one line naming the file or flag."""
 
 
 def load_runs(patterns: list[str]) -> list[dict]:
-    """results.json contents of every run found, each with the key 'path' added; unfinished runs too."""
-    runs = []
+    """Checked results.json contents of every run found, each with the key 'path' added.
+
+    Unfinished runs are included, runs without a completed round skipped; a file reached twice
+    (same real path) is read once. Raises ReportError.
+    """
+    runs, seen = [], set()
     for pattern in patterns:
         for path in sorted(glob.glob(pattern)) or [pattern]:
             file = os.path.join(path, "results.json") if os.path.isdir(path) else path
             if not os.path.isfile(file):
-                raise FileNotFoundError(f"no results.json at {path!r}")
-            with open(file) as f:
-                run = json.load(f)
+                raise ReportError(f"no results.json at {path!r}")
+            real = os.path.realpath(file)
+            if real in seen:
+                continue
+            seen.add(real)
+            run = read_results(file)
             if run["rounds"]:
                 runs.append(dict(run, path=file))
     return runs
 
 
+def read_results(file: str) -> dict:
+    """One results.json, checked for the fields the report reads; raises ReportError naming the file."""
+    try:
+        with open(file, encoding="utf-8") as f:
+            run = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ReportError(f"{file}: not valid JSON ({err.msg}: line {err.lineno} column {err.colno}); "
+                          "truncated?") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReportError(f"{file}: cannot be read: {err}") from None
+    problem = _results_problem(run)
+    if problem:
+        raise ReportError(f"{file}: {problem}")
+    return run
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _results_problem(run) -> str | None:
+    """What makes `run` unusable as a results.json, or None."""
+    if not isinstance(run, dict):
+        return f"expected a JSON object with 'config' and 'rounds', found {type(run).__name__}"
+    missing = [k for k in ("config", "rounds") if k not in run]
+    if missing:
+        return f"lacks {' and '.join(map(repr, missing))}: not a results.json of inas_jax.main"
+    config, rounds = run["config"], run["rounds"]
+    if not isinstance(config, dict):
+        return f"config is {type(config).__name__}, expected an object"
+    for key, ok, expected in (("dataset", lambda v: isinstance(v, str), "a string"),
+                              ("query", lambda v: isinstance(v, str), "a string"),
+                              ("strategy", lambda v: v in ("inas", "fixed"), "'inas' or 'fixed'"),
+                              ("seed", _is_int, "an integer")):
+        if key not in config:
+            return f"config lacks {key!r}"
+        if not ok(config[key]):
+            return f"config has {key}={config[key]!r}: expected {expected}"
+    try:
+        Arch.from_json(config.get("arch"))
+    except ValueError as err:
+        return f"config arch: {err}"
+    if not isinstance(rounds, list):
+        return f"rounds is {type(rounds).__name__}, expected a list of round records"
+    needs = ("num_labelled", "test_accuracy") + (("arch", "num_params") if config["strategy"] == "inas" else ())
+    previous = 0
+    for i, record in enumerate(rounds, 1):
+        if not isinstance(record, dict):
+            return f"round {i} is {type(record).__name__}, expected an object"
+        lacking = [k for k in needs if k not in record]
+        if lacking:
+            return f"round {i} lacks {', '.join(map(repr, lacking))}"
+        labelled, accuracy = record["num_labelled"], record["test_accuracy"]
+        if not _is_int(labelled) or labelled <= previous:
+            return f"round {i} has num_labelled={labelled!r}: expected an integer above {previous}"
+        previous = labelled
+        if not (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
+                and math.isfinite(accuracy) and 0 <= accuracy <= 1):
+            return f"round {i} has test_accuracy={accuracy!r}: expected a number in [0, 1]"
+        if "arch" in needs:
+            try:
+                Arch.from_json(record["arch"])
+            except ValueError as err:
+                return f"round {i} arch: {err}"
+            if not _is_int(record["num_params"]):
+                return f"round {i} has num_params={record['num_params']!r}: expected an integer"
+    return None
+
+
 def strategy_name(config: dict) -> str:
-    return "iNAS" if config["strategy"] == "inas" else "A(%d,%d)" % tuple(config["arch"])
+    return "iNAS" if config["strategy"] == "inas" else str(Arch.from_json(config["arch"]))
+
+
+def _settings(config: dict, prefix: str = "") -> dict:
+    """config flattened to {dotted name: value}, without the seed."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_settings(value, f"{prefix}{key}."))
+        elif f"{prefix}{key}" != "seed":
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def group_runs(runs: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
-    """{(dataset, strategy, query): [runs of different seeds]}."""
+    """{(dataset, strategy, query): [runs of different seeds]}.
+
+    Raises ReportError when two runs of a group differ in a setting other than the seed, or share it.
+    """
     groups = collections.defaultdict(list)
     for run in runs:
         c = run["config"]
-        groups[(dataset_label(c["dataset"]), strategy_name(c), c["query"])].append(run)
+        key = (dataset_label(c["dataset"]), strategy_name(c), c["query"])
+        for other in groups[key]:
+            _check_seeds_of_one_curve(other, run, key)
+        groups[key].append(run)
     return dict(groups)
+
+
+def _check_seeds_of_one_curve(a: dict, b: dict, key: tuple[str, str, str]) -> None:
+    curve_name = " ".join(key)
+    sa, sb = _settings(a["config"]), _settings(b["config"])
+    differ = [f"{k}: {_shown(sa, k)} vs {_shown(sb, k)}" for k in sorted(set(sa) | set(sb))
+              if k not in sa or k not in sb or sa[k] != sb[k]]
+    if differ:
+        raise ReportError(f"{a['path']} and {b['path']} would be seeds of one curve ({curve_name}) but differ in "
+                          f"{'; '.join(differ)}: only the seed may differ; report them separately")
+    if a["config"]["seed"] == b["config"]["seed"]:
+        raise ReportError(f"{a['path']} and {b['path']} are the same run ({curve_name}, seed "
+                          f"{a['config']['seed']}): give each run once")
+
+
+def _shown(settings: dict, key: str) -> str:
+    return repr(settings[key]) if key in settings else "absent"
+
+
+def uneven_rounds(groups) -> list[str]:
+    """One warning per curve whose seeds completed different numbers of rounds, naming each run's count."""
+    out = []
+    for key, runs in sorted(groups.items()):
+        counts = [len(run["rounds"]) for run in runs]
+        if len(set(counts)) > 1:
+            listed = ", ".join(f"{run['path']}: {n}" for run, n in zip(runs, counts))
+            out.append(f"{' '.join(key)}: seeds completed different numbers of rounds ({listed}); "
+                       f"its curve and tables use the first {min(counts)}")
+    return out
 
 
 def curve(runs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,7 +263,7 @@ def architecture_table(groups) -> str:
             "|---|---|---|" + "---|" * len(labels)]
     for (dataset, _, query), runs in inas:
         for run in sorted(runs, key=lambda r: r["config"]["seed"]):
-            chosen = {r["num_labelled"]: "A(%d,%d)" % tuple(r["arch"]) for r in run["rounds"]}
+            chosen = {r["num_labelled"]: str(Arch.from_json(r["arch"])) for r in run["rounds"]}
             rows.append(f"| {dataset} | {query} | {run['config']['seed']} | "
                         + " | ".join(chosen.get(n, "") for n in labels) + " |")
     return "\n".join(rows) + "\n"
@@ -138,6 +277,11 @@ def _plot_lines(ax, items, title):
     ax.set(xlabel="labelled points", ylabel="test accuracy", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
+
+
+def _file_part(value: str) -> str:
+    """A strategy or query as part of a file name: A(2,4) -> A2x4, others unchanged."""
+    return "A" + Arch.parse(value).slug if value.startswith("A(") else value
 
 
 def write_report(runs: list[dict], out: str) -> list[str]:
@@ -157,7 +301,7 @@ def write_report(runs: list[dict], out: str) -> list[str]:
                 items = sorted((k[3 - key_index], v) for k, v in groups.items()
                                if k[0] == dataset and k[key_index] == value)
                 _plot_lines(ax, items, f"{dataset}: {value}")
-            path = os.path.join(out, f"{prefix}_{value.replace('(', '').replace(')', '').replace(',', 'x')}.png")
+            path = os.path.join(out, f"{prefix}_{_file_part(value)}.png")
             fig.tight_layout()
             fig.savefig(path, dpi=110)
             plt.close(fig)
@@ -173,7 +317,7 @@ def write_report(runs: list[dict], out: str) -> list[str]:
                 ax1.plot(labels, blocks, marker="o", ms=3, alpha=0.8, label=name)
                 if i == 0:  # one seed's names keep the panel readable; summary.md lists every run's
                     for x, y, r in zip(labels, blocks, run["rounds"]):
-                        ax1.annotate("A(%d,%d)" % tuple(r["arch"]), (x, y), fontsize=7, alpha=0.7)
+                        ax1.annotate(str(Arch.from_json(r["arch"])), (x, y), fontsize=7, alpha=0.7)
                 ax2.plot(labels, [r["num_params"] for r in run["rounds"]], marker="o", ms=3, alpha=0.8, label=name)
         ax1.set(xlabel="labelled points", ylabel="total blocks (blocks x stacks)", title="architecture chosen by iNAS")
         ax2.set(xlabel="labelled points", ylabel="trainable parameters", yscale="log", title="model size")
@@ -204,17 +348,30 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="report", help="output directory")
     args = parser.parse_args(argv)
     try:
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise ReportError(f"--out={args.out!r} exists and is not a directory")
         runs = load_runs(args.runs)
-    except (FileNotFoundError, json.JSONDecodeError, KeyError) as err:
+        if not runs:
+            raise ReportError("no run has a completed round")
+        groups = group_runs(runs)
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as err:
+            raise ReportError(f"--out={args.out!r} cannot be created: {err.strerror}") from None
+    except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if not runs:
-        print("error: no run has a completed round", file=sys.stderr)
-        return 2
+    for warning in uneven_rounds(groups):
+        print(f"warning: {warning}", file=sys.stderr)
     for path in write_report(runs, args.out):
         print(path)
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console entry point `inas-jax-report`."""
     sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    run()

@@ -20,60 +20,20 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from inas_jax.augment import augment
-from inas_jax.models import PATCH_MAX_SIZE, Arch, ConvLowering, GridResNet
+from inas_jax.config import TrainConfig
+from inas_jax.models import Model
 
 log = logging.getLogger(__name__)
 
 # Images per jitted inference call. 128 keeps a call's activations near the CPU's caches: batches of
 # 1000 ran 1.3-1.4x slower per image on the 2-core CPU (A(1,1) and A(2,4), width 64).
 EVAL_BATCH_SIZE = 128
+# Training dropout's key: fold_in(step key, DROPOUT_STREAM), apart from augmentation's.
+DROPOUT_STREAM = 0xD0
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How one network is trained. Defaults are the paper's protocol (SPEC.md).
-
-    The learning rate is `lr`, multiplied by 0.1 after 50% and again after 75% of `schedule_epochs`
-    (default: `epochs`). iNAS candidates run the final training's schedule but stop early, as in
-    the original code: epochs=50 with schedule_epochs=200 trains 50 epochs at lr 0.1.
-    Weight decay follows the original Keras code: 5e-4 * sum(w**2) is added to the loss for conv
-    kernels only, i.e. a gradient of 2 * 5e-4 * w (PyTorch's weight_decay=5e-4 is half of that).
-    """
-
-    epochs: int = 200
-    schedule_epochs: int | None = None  # epochs the LR schedule spans; None = epochs
-    epoch_size: int = 50_000
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    flip: bool = True
-    max_shift: int = 4
-    max_rotation: float = 15.0
-    width: int = 64
-    compute_dtype: str = "float32"
-    conv_impl: str = "auto"  # auto | xla | patches | winograd: how convolutions are lowered (models.ConvLowering)
-    patch_max_size: int = PATCH_MAX_SIZE  # auto on the CPU: patch GEMMs for outputs up to this size
-    winograd: bool = True  # auto on the CPU: Winograd F(2x2,3x3) for 3x3 stride-1 convs
-    eval_batch_size: int = EVAL_BATCH_SIZE
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return max(1, self.epoch_size // self.batch_size)
-
-    def step_config(self) -> "TrainConfig":
-        """The fields one SGD step depends on (the jit cache key): a candidate stopped early shares
-        the compiled step of the final training with the same schedule."""
-        return dataclasses.replace(self, epochs=self.schedule_epochs or self.epochs, schedule_epochs=None,
-                                   eval_batch_size=0)
-
-    def replace(self, **changes) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
+    """The training loss, the test loss or a parameter became NaN or infinite."""
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -102,11 +62,6 @@ def check_batch_divisible(batch_size: int, what: str = "--batch_size") -> None:
                          "the global batch is split evenly across them")
 
 
-def make_model(arch: Arch, num_classes: int, cfg: TrainConfig) -> GridResNet:
-    lowering = ConvLowering(cfg.conv_impl, cfg.patch_max_size, cfg.winograd)
-    return GridResNet(arch, num_classes, cfg.width, jnp.dtype(cfg.compute_dtype), lowering)
-
-
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     """SGD with (Nesterov) momentum, step decay x0.1 at 50% and 75% of training, L2 on conv kernels."""
     total = (cfg.schedule_epochs or cfg.epochs) * cfg.steps_per_epoch
@@ -123,40 +78,34 @@ def _conv_kernel_mask(params):
     return jax.tree_util.tree_map_with_path(is_conv_kernel, params)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "image_shape"))
-def _init_variables(key: jax.Array, *, model: GridResNet, image_shape: tuple[int, ...]):
-    return model.init(key, jnp.zeros((1, *image_shape), jnp.float32))
-
-
-def init_state(model: GridResNet, cfg: TrainConfig, key: jax.Array, image_shape) -> TrainState:
+def init_state(model: Model, cfg: TrainConfig, key: jax.Array, image_shape) -> TrainState:
     """Fresh He-normal weights for `model` from `key`; image_shape is (H, W, C)."""
-    variables = _init_variables(key, model=model, image_shape=tuple(image_shape))
+    variables = model.init(key, image_shape)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
                       opt_state=make_optimizer(cfg).init(params))
 
 
-def normalise(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
-    """uint8-valued images (B, H, W, C) -> float32 with per-channel train statistics."""
-    return (images.astype(jnp.float32) / 255.0 - mean) / std
-
-
-@functools.partial(jax.jit, static_argnames=("model", "cfg"), donate_argnames=("state",))
-def train_step(state: TrainState, x: jax.Array, y: jax.Array, idx: jax.Array, mean: jax.Array, std: jax.Array,
-               key: jax.Array, *, model: GridResNet, cfg: TrainConfig):
+@functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("state",))
+def train_step(state: TrainState, model: Model, x: jax.Array, y: jax.Array, idx: jax.Array, key: jax.Array, *,
+               cfg: TrainConfig):
     """One SGD step on the batch idx (B,) of indices into x (N, H, W, C) uint8, y (N,).
 
-    Augmentation uses fold_in(key, state.step). Returns (state, loss, accuracy). A Python loop of
-    jitted steps, not a lax.scan: XLA:CPU runs convolutions inside loop bodies ~20x slower.
+    Augmentation uses fold_in(key, state.step) (and training dropout, if the model has any, a key
+    folded from that). Returns (state, loss, accuracy). A Python loop of jitted steps, not a
+    lax.scan: XLA:CPU runs convolutions inside loop bodies ~20x slower.
     """
     tx = make_optimizer(cfg)
     step_key = jax.random.fold_in(key, state.step)
     images = augment(step_key, x[idx], flip=cfg.flip, max_shift=cfg.max_shift, max_rotation=cfg.max_rotation)
-    inputs, labels = normalise(images, mean, std), y[idx]
+    labels = y[idx]
+    dropout = {}
+    if model.dropout:
+        dropout = dict(dropout_key=jax.random.fold_in(step_key, DROPOUT_STREAM), dropout_rate=model.dropout)
 
     def loss_fn(params):
         (logits, _), updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                           inputs, train=True, mutable=["batch_stats"])
+                                           images, train=True, mutable=["batch_stats"], **dropout)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
         return loss, (logits, updates["batch_stats"])
 
@@ -167,8 +116,8 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array, idx: jax.Array, me
     return new_state, loss, jnp.mean(jnp.argmax(logits, -1) == labels)
 
 
-def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, batches: np.ndarray, mean: jax.Array,
-                std: jax.Array, key: jax.Array, *, model: GridResNet, cfg: TrainConfig):
+def train_epoch(state: TrainState, model: Model, x: jax.Array, y: jax.Array, batches: np.ndarray, key: jax.Array,
+                cfg: TrainConfig):
     """One `train_step` per row of `batches` (S, B), each batch split across devices.
 
     Returns (state, losses (S,), accuracies (S,)).
@@ -177,7 +126,7 @@ def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, batches: np.ndarr
     losses, accs = [], []
     for idx in batches:
         idx = jax.device_put(np.asarray(idx, np.int32), sharded)
-        state, loss, acc = train_step(state, x, y, idx, mean, std, key, model=model, cfg=cfg.step_config())
+        state, loss, acc = train_step(state, model, x, y, idx, key, cfg=cfg.step_config())
         losses.append(loss)
         accs.append(acc)
     return state, jnp.stack(losses), jnp.stack(accs)
@@ -196,20 +145,21 @@ def epoch_batches(key: jax.Array, n: int, cfg: TrainConfig) -> np.ndarray:
     return np.asarray(perms).reshape(-1)[:needed].reshape(cfg.steps_per_epoch, cfg.batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def _forward(variables, images, mean, std, *, model):
-    return model.apply(variables, normalise(images, mean, std), train=False)
+@jax.jit
+def _forward(model: Model, variables, images):
+    return model.apply(variables, images, train=False)
 
 
-def predict(model: GridResNet, state: TrainState, x: np.ndarray, mean, std,
+def predict(model: Model, state: TrainState, x: np.ndarray,
             batch_size: int = EVAL_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic pass over x (N, H, W, C): (logits (N, C), embeddings (N, D)) as float32 numpy.
+    """Deterministic pass over x (N, H, W, C) uint8: (logits (N, C), embeddings (N, D)) as float32 numpy.
 
     Batches are padded to one fixed size (a multiple of the device count) so the forward pass
     compiles once per model, and are split across devices.
     """
     replicated, sharded = data_parallel()
     batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
+    model = jax.device_put(model, replicated)
     variables = jax.device_put({"params": state.params, "batch_stats": state.batch_stats}, replicated)
     logits, embeddings = [], []
     for start in range(0, len(x), batch_size):
@@ -217,16 +167,16 @@ def predict(model: GridResNet, state: TrainState, x: np.ndarray, mean, std,
         pad = batch_size - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        out_logits, out_emb = _forward(variables, jax.device_put(chunk, sharded), mean, std, model=model)
+        out_logits, out_emb = _forward(model, variables, jax.device_put(chunk, sharded))
         logits.append(np.asarray(out_logits, np.float32)[:len(chunk) - pad])
         embeddings.append(np.asarray(out_emb, np.float32)[:len(chunk) - pad])
     return np.concatenate(logits), np.concatenate(embeddings)
 
 
-def evaluate(model: GridResNet, state: TrainState, x: np.ndarray, y: np.ndarray, mean, std,
+def evaluate(model: Model, state: TrainState, x: np.ndarray, y: np.ndarray,
              batch_size: int = EVAL_BATCH_SIZE) -> dict:
     """{'accuracy', 'loss'} of the deterministic model on (x, y)."""
-    logits, _ = predict(model, state, x, mean, std, batch_size)
+    logits, _ = predict(model, state, x, batch_size)
     log_probs = jax.nn.log_softmax(logits, -1)
     loss = float(-np.mean(np.take_along_axis(np.asarray(log_probs), y[:, None].astype(np.int64), 1)))
     return {"accuracy": float(np.mean(np.argmax(logits, -1) == y)), "loss": loss}
@@ -234,19 +184,21 @@ def evaluate(model: GridResNet, state: TrainState, x: np.ndarray, y: np.ndarray,
 
 @dataclasses.dataclass
 class TrainResult:
-    """What `train` returns: the final state, the best validation accuracy (if validating), per-epoch history."""
+    """What `train` returns: the model trained, its final state, the best validation accuracy (if
+    validating) and the per-epoch history."""
 
+    model: Model
     state: TrainState
     best_val_accuracy: float | None
     history: list[dict]
 
 
-def train(arch: Arch, num_classes: int, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, key: jax.Array,
-          stats: tuple[np.ndarray, np.ndarray], *, val: tuple[np.ndarray, np.ndarray] | None = None,
+def train(model: Model, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, key: jax.Array, *,
+          val: tuple[np.ndarray, np.ndarray] | None = None,
           resume: tuple[int, TrainState, list[dict]] | None = None,
           on_epoch: Callable[[int, TrainState, list[dict]], None] | None = None,
           capacity: int | None = None, label: str = "") -> TrainResult:
-    """Trains A(arch) from scratch on (x (N,H,W,C) uint8, y (N,)) for cfg.epochs epochs.
+    """Trains `model` from scratch on (x (N,H,W,C) uint8, y (N,)) for cfg.epochs epochs.
 
     key fixes the initial weights (fold_in 0) and every epoch's sampling and augmentation
     (fold_in epoch+1), so a run resumed at epoch e from `resume=(e, state, history)` continues
@@ -255,12 +207,12 @@ def train(arch: Arch, num_classes: int, x: np.ndarray, y: np.ndarray, cfg: Train
     each epoch (checkpointing). `capacity` pads x and y on the device to that many rows (never
     sampled), so trainings on growing labelled sets share one compiled step. Progress is logged
     for the last epoch and whenever 10 s passed since the last line. Raises TrainingDiverged on a
-    non-finite loss.
+    non-finite loss or non-finite final parameters.
     """
     check_batch_divisible(cfg.batch_size)
-    model = make_model(arch, num_classes, cfg)
+    label = label or str(model.arch)
     replicated, _ = data_parallel()
-    mean, std = jax.device_put((np.asarray(stats[0]), np.asarray(stats[1])), replicated)
+    model = jax.device_put(model, replicated)
     if resume is None:
         start, state, history = 0, init_state(model, cfg, jax.random.fold_in(key, 0), x.shape[1:]), []
     else:
@@ -275,23 +227,25 @@ def train(arch: Arch, num_classes: int, x: np.ndarray, y: np.ndarray, cfg: Train
         t0 = time.perf_counter()
         epoch_key = jax.random.fold_in(key, epoch + 1)
         batches = epoch_batches(jax.random.fold_in(epoch_key, 0), len(x), cfg)
-        state, losses, accs = train_epoch(state, x_dev, y_dev, batches, mean, std,
-                                          jax.random.fold_in(epoch_key, 1), model=model, cfg=cfg)
+        state, losses, accs = train_epoch(state, model, x_dev, y_dev, batches, jax.random.fold_in(epoch_key, 1), cfg)
         loss = float(jnp.mean(losses))
         if not np.isfinite(loss):
-            raise TrainingDiverged(f"{label or arch}: training loss is {loss} at epoch {epoch + 1}; "
+            raise TrainingDiverged(f"{label}: training loss is {loss} at epoch {epoch + 1}; "
                                    "lower the learning rate or check the data")
         record = {"epoch": epoch + 1, "loss": loss, "train_accuracy": float(jnp.mean(accs)),
                   "seconds": time.perf_counter() - t0}
         if val is not None:
-            record["val_accuracy"] = evaluate(model, state, val[0], val[1], mean, std, cfg.eval_batch_size)["accuracy"]
+            record["val_accuracy"] = evaluate(model, state, val[0], val[1], cfg.eval_batch_size)["accuracy"]
         history.append(record)
         if epoch + 1 == cfg.epochs or time.perf_counter() - last_log > 10.0:
             last_log = time.perf_counter()
-            log.info("%s epoch %d/%d loss %.4f train_acc %.3f%s (%.1fs)", label or arch, epoch + 1, cfg.epochs,
+            log.info("%s epoch %d/%d loss %.4f train_acc %.3f%s (%.1fs)", label, epoch + 1, cfg.epochs,
                      loss, record["train_accuracy"],
                      f" val_acc {record['val_accuracy']:.3f}" if val is not None else "", record["seconds"])
         if on_epoch is not None:
             on_epoch(epoch + 1, state, history)
+    if not all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves((state.params, state.batch_stats))):
+        raise TrainingDiverged(f"{label}: a parameter is not finite after training; lower the learning rate "
+                               "or check the data")
     best = max((r["val_accuracy"] for r in history), default=None) if val is not None else None
-    return TrainResult(state, best, history)
+    return TrainResult(model, state, best, history)

@@ -3,13 +3,53 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import json
 import pathlib
 
 import pytest
+from absl import flags
 
 from inas_jax.data import load_digits
 
 CIFAR10_NPZ = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10.npz"
+# Driver flags of a tiny digits run: 40 -> 60 labels, width 4, two epochs of 128 samples.
+TINY = ["--initial_size=40", "--query_sizes=20", "--budget=60", "--epochs=2", "--epoch_size=128",
+        "--batch_size=32", "--inas_epochs=1", "--width=4", "--mc_passes=8"]
+
+
+def run_cli(args):
+    """The driver's main() in this process with absl flags `args`; returns its exit status."""
+    from inas_jax import main as cli
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["inas_jax"] + args)
+    return cli.main(["inas_jax"])
+
+
+def results_of(workdir):
+    with open(pathlib.Path(workdir) / "results.json") as f:
+        return json.load(f)
+
+
+def without_timings(results):
+    for r in results["rounds"]:
+        r.pop("seconds")
+    return results
+
+
+def crash_at_epoch_call(monkeypatch, n):
+    """Makes the n-th call of train.train_epoch raise KeyboardInterrupt (a crash inside a training);
+    returns the real train_epoch."""
+    from inas_jax import train as train_mod
+    real, calls = train_mod.train_epoch, []
+
+    def crashing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_epoch", crashing)
+    return real
 
 
 @pytest.fixture(scope="session")

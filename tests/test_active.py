@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 
 from inas_jax import active
-from inas_jax.config import ConfigError, RunConfig, differences, validate
+from inas_jax.config import ConfigError, RunConfig, differences, from_preset, validate
 from inas_jax.data import Dataset
-from inas_jax.train import TrainConfig
+from inas_jax.queries import QUERIES
+from inas_jax.search_space import Arch
 
-TINY_TRAIN = TrainConfig(epochs=1, epoch_size=64, batch_size=32, width=4, flip=False, max_shift=0, max_rotation=0.0)
+TINY = dict(epochs=1, epoch_size=64, batch_size=32, width=4, flip=False, max_shift=0, max_rotation=0.0)
 
 
 def test_paper_schedule():
@@ -23,47 +24,84 @@ def test_schedule_single_size_and_truncation_at_budget():
 
 def test_initial_set_depends_only_on_pool_k_and_seed():
     a = active.initial_state(RunConfig(strategy="inas", query="sr", seed=3, initial_size=20), 500)
-    b = active.initial_state(RunConfig(strategy="fixed", arch=(2, 4), query="coreset", seed=3, initial_size=20), 500)
-    np.testing.assert_array_equal(a.labelled, b.labelled)
+    b = active.initial_state(RunConfig(strategy="fixed", arch=Arch(2, 4), query="coreset", seed=3, initial_size=20), 500)
+    np.testing.assert_array_equal(a.labelled_idx, b.labelled_idx)
     c = active.initial_state(RunConfig(seed=4, initial_size=20), 500)
-    assert not np.array_equal(a.labelled, c.labelled) and len(set(a.labelled.tolist())) == 20
+    assert not np.array_equal(a.labelled_idx, c.labelled_idx) and len(set(a.labelled_idx.tolist())) == 20
 
 
 @pytest.mark.parametrize("changes,message", [
     (dict(query="entropy"), "--query='entropy' is unknown"),
     (dict(strategy="grow"), "--strategy='grow' is unknown"),
-    (dict(arch=(13, 1)), "outside the grid"),
     (dict(initial_size=0), "--initial_size=0 must be positive"),
     (dict(query_sizes=(100, -5)), "--query_sizes=100,-5"),
     (dict(budget=50, initial_size=100), "--initial_size=100 exceeds --budget=50"),
-    (dict(train=TrainConfig(epochs=0)), "--epochs=0 must be positive"),
+    (dict(epochs=0), "--epochs=0 must be positive"),
     (dict(budget=5000), "--budget=5000 exceeds the pool"),
+    (dict(lr=float("nan")), "--lr=nan must be a finite number"),
+    (dict(max_rotation=float("inf")), "--max_rotation=inf must be a finite number"),
+    (dict(mc_rate=float("nan")), "--mc_rate=nan must be a finite number"),
+    (dict(seed=2 ** 32 + 3), "--seed=4294967299 must be in 0..2147483647"),
+    (dict(seed=-1), "--seed=-1 must be in"),
+    (dict(conv_impl="im2col"), "--conv_impl='im2col' is unknown"),
+    (dict(dropout=1.0), "--dropout=1.0 must be in"),
 ])
 def test_validation_names_the_bad_setting(changes, message):
-    with pytest.raises(ConfigError, match=message):
-        validate(RunConfig(**changes), pool_size=1300)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate(RunConfig().replace(**changes), pool_size=1300)
+
+
+def test_bare_config_is_the_cpu_preset_on_digits_and_presets_merge_in_order():
+    assert RunConfig() == from_preset("cpu", "digits")
+    cfg = from_preset("paper", "cifar10", epochs=3, arch="2,4", query_sizes=["5", "6"])
+    assert (cfg.model.width, cfg.train.epochs, cfg.train.epoch_size, cfg.arch, cfg.query_sizes) == \
+        (64, 3, 50_000, Arch(2, 4), (5, 6))
+    assert (cfg.train.flip, cfg.train.max_shift) == (True, 4)  # natural images: the paper's augmentation
+    assert from_preset("paper", "digits").train.flip is False  # the dataset's augmentation follows the preset
+    with pytest.raises(ConfigError, match="needs --arch"):
+        from_preset(strategy="fixed")
+    with pytest.raises(ConfigError, match="outside the grid"):
+        from_preset(arch="13,1")
+    with pytest.raises(ConfigError, match="unknown setting 'widht'"):
+        RunConfig().replace(widht=3)
 
 
 def test_config_round_trip_and_differences():
-    cfg = RunConfig(seed=2, train=TINY_TRAIN)
+    cfg = RunConfig(seed=2).replace(**TINY)
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
-    assert differences(cfg.to_dict(), RunConfig(seed=3, train=TINY_TRAIN.replace(width=8)).to_dict()) == \
-        ["seed: 2 -> 3", "train.width: 4 -> 8"]
+    assert differences(cfg.to_dict(), cfg.replace(seed=3, width=8).to_dict()) == \
+        ["model.width: 4 -> 8", "seed: 2 -> 3"]
 
 
-@pytest.mark.parametrize("query", ["sr", "mcdropout", "coreset", "random"])
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: d.pop("model"), "missing setting model"),
+    (lambda d: d.update(extra=1), "unknown setting extra"),
+    (lambda d: d["train"].update(epochs="3"), "train.epochs='3' is not of type int"),
+    (lambda d: d["train"].update(flip=1), "train.flip=1 is not of type bool"),
+    (lambda d: d.update(arch=[1, 99]), "outside the grid"),
+    (lambda d: d.update(query_sizes=[1.5]), "query_sizes=\\[1.5\\]"),
+    (lambda d: d.update(model=[]), "model is not an object"),
+])
+def test_config_from_a_damaged_dict_names_the_field(damage, message):
+    d = RunConfig().to_dict()
+    damage(d)
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("query", list(QUERIES))
 def test_label_isolation(digits, query):
     """Permuting the labels of unlabelled pool points changes nothing a round does."""
-    cfg = RunConfig(query=query, strategy="inas", initial_size=40, query_sizes=(20,), budget=60, train=TINY_TRAIN,
-                    inas_epochs=1, mc_passes=8)
+    cfg = RunConfig(query=query, strategy="inas", initial_size=40, query_sizes=(20,), budget=60, inas_epochs=1,
+                    mc_passes=8).replace(**TINY)
     state = active.initial_state(cfg, len(digits.x_train))
-    unlabelled = np.setdiff1d(np.arange(len(digits.y_train)), state.labelled)
+    unlabelled = np.setdiff1d(np.arange(len(digits.y_train)), state.labelled_idx)
     y = digits.y_train.copy()
     y[unlabelled] = np.random.default_rng(0).permutation(y[unlabelled])
     y[unlabelled[:50]] = (y[unlabelled[:50]] + 1) % 10
     shuffled = Dataset(digits.name, digits.x_train, y, digits.x_test, digits.y_test, 10)
     a = active.run_round(state, digits, cfg)
     b = active.run_round(state, shuffled, cfg)
-    np.testing.assert_array_equal(a.labelled, b.labelled)
+    np.testing.assert_array_equal(a.labelled_idx, b.labelled_idx)
     assert a.history[0]["test_accuracy"] == b.history[0]["test_accuracy"]
-    assert len(a.labelled) == 60 and len(set(a.labelled.tolist())) == 60
+    assert len(a.labelled_idx) == 60 and len(set(a.labelled_idx.tolist())) == 60

@@ -9,53 +9,18 @@ import time
 import pytest
 from absl import flags
 
+from conftest import TINY, crash_at_epoch_call, results_of, run_cli, without_timings
 from inas_jax import main as cli
-
-TINY = ["--initial_size=40", "--query_sizes=20", "--budget=60", "--epochs=2", "--epoch_size=128",
-        "--batch_size=32", "--inas_epochs=1", "--width=4", "--mc_passes=8"]
-
-
-def run_cli(args):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["inas_jax"] + args)
-    return cli.main(["inas_jax"])
-
-
-def _results(workdir):
-    with open(os.path.join(workdir, "results.json")) as f:
-        return json.load(f)
-
-
-def crash_at_epoch_call(monkeypatch, n):
-    """Makes the n-th call of train.train_epoch raise KeyboardInterrupt (a crash inside a training);
-    returns the real train_epoch."""
-    from inas_jax import train as train_mod
-    real, calls = train_mod.train_epoch, []
-
-    def crashing(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == n:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "train_epoch", crashing)
-    return real
-
-
-def _without_timings(results):
-    for r in results["rounds"]:
-        r.pop("seconds")
-    return results
-
+from inas_jax.queries import QUERIES
 
 @pytest.mark.parametrize("strategy", ["inas", "fixed"])
-@pytest.mark.parametrize("query", ["sr", "mcdropout", "coreset", "random"])
+@pytest.mark.parametrize("query", list(QUERIES))
 def test_two_rounds_every_query_and_strategy(tmp_path, capsys, query, strategy):
     args = TINY + [f"--query={query}", f"--strategy={strategy}", f"--workdir={tmp_path}"]
     if strategy == "fixed":
         args.append("--arch=1,2")
     assert run_cli(args) == 0
-    results = _results(tmp_path)
+    results = results_of(tmp_path)
     assert results["finished"] and [r["num_labelled"] for r in results["rounds"]] == [40, 60]
     for r in results["rounds"]:
         assert {"num_labelled", "arch", "num_params", "test_accuracy", "candidates", "seconds"} <= set(r)
@@ -71,9 +36,9 @@ def test_two_rounds_every_query_and_strategy(tmp_path, capsys, query, strategy):
 def test_rerun_of_a_finished_run_changes_nothing(tmp_path):
     args = TINY + ["--strategy=fixed", "--arch=1,1", f"--workdir={tmp_path}"]
     assert run_cli(args) == 0
-    first = _results(tmp_path)
+    first = results_of(tmp_path)
     assert run_cli(args) == 0
-    assert _results(tmp_path) == first
+    assert results_of(tmp_path) == first
 
 
 def test_refuses_workdir_of_another_config(tmp_path, capsys):
@@ -95,10 +60,10 @@ def test_resume_mid_training_equals_uninterrupted(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "cut" / "training") == ["1"]
     monkeypatch.setattr(train_mod, "train_epoch", real_epoch)
     assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 0
-    assert _without_timings(_results(tmp_path / "cut")) == _without_timings(_results(tmp_path / "whole"))
+    assert without_timings(results_of(tmp_path / "cut")) == without_timings(results_of(tmp_path / "whole"))
 
 
-def test_killed_process_resumes_to_the_same_results(tmp_path):
+def test_killed_process_resumes_to_the_sameresults_of(tmp_path):
     """SIGKILL the real command once round 1 is committed; rerunning it ends as an uninterrupted run."""
     flags_ = [*TINY, "--budget=100", "--query=coreset", "--strategy=fixed", "--arch=1,1"]
     assert run_cli(flags_ + [f"--workdir={tmp_path / 'whole'}"]) == 0
@@ -108,18 +73,18 @@ def test_killed_process_resumes_to_the_same_results(tmp_path):
     proc = subprocess.Popen(args + [f"--workdir={cut}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if (cut / "results.json").exists() and len(_results(cut)["rounds"]) >= 1:
+        if (cut / "results.json").exists() and len(results_of(cut)["rounds"]) >= 1:
             break
         time.sleep(0.05)
     killed = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert killed, "the run finished before it could be killed"
-    assert len(_results(cut)["rounds"]) < 4
+    assert len(results_of(cut)["rounds"]) < 4
     again = subprocess.run(args + [f"--workdir={cut}"], env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stderr
-    assert _without_timings(_results(cut)) == _without_timings(_results(tmp_path / "whole"))
+    assert without_timings(results_of(cut)) == without_timings(results_of(tmp_path / "whole"))
 
 
 def test_resume_inside_inas_search_reuses_finished_candidates(tmp_path, monkeypatch):
@@ -135,7 +100,7 @@ def test_resume_inside_inas_search_reuses_finished_candidates(tmp_path, monkeypa
     monkeypatch.setattr(train_mod, "train_epoch", lambda *a, **k: (calls.append(1), real_epoch(*a, **k))[1])
     assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 0
     assert len(calls) == 2 + 2 + 2  # candidates 2 and 3, then the final training: candidate 1 reused
-    assert _without_timings(_results(tmp_path / "cut")) == _without_timings(_results(tmp_path / "whole"))
+    assert without_timings(results_of(tmp_path / "cut")) == without_timings(results_of(tmp_path / "whole"))
 
 
 def test_cifar_cpu_preset_pins_the_studys_convolution_lowering():
@@ -143,9 +108,9 @@ def test_cifar_cpu_preset_pins_the_studys_convolution_lowering():
     1000; its preset keeps that so `verify` reproduces."""
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["inas_jax", "--preset=cifar_cpu"])
-    train = cli.config_from_flags().train
-    assert (train.patch_max_size, train.winograd, train.eval_batch_size) == (4, False, 1000)
+    cfg = cli.config_from_flags()
+    assert (cfg.model.patch_max_size, cfg.model.winograd, cfg.train.eval_batch_size) == (4, False, 1000)
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["inas_jax"])
-    train = cli.config_from_flags().train
-    assert (train.patch_max_size, train.winograd, train.eval_batch_size) == (16, True, 128)
+    cfg = cli.config_from_flags()
+    assert (cfg.model.patch_max_size, cfg.model.winograd, cfg.train.eval_batch_size) == (16, True, 128)

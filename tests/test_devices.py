@@ -7,12 +7,15 @@ import sys
 SCRIPT = """
 import json, jax
 from inas_jax.data import load_digits
-from inas_jax.models import Arch
-from inas_jax.train import TrainConfig, check_batch_divisible, evaluate, make_model, train
+from inas_jax.config import ModelConfig, TrainConfig
+from inas_jax.models import build_model
+from inas_jax.search_space import Arch
+from inas_jax.train import check_batch_divisible, evaluate, train
 d = load_digits()
-cfg = TrainConfig(epochs=6, epoch_size=1024, batch_size=64, width=8, flip=False, max_shift=1, max_rotation=10.0)
-r = train(Arch(1, 2), 10, d.x_train, d.y_train, cfg, jax.random.key(0), d.channel_stats)
-acc = evaluate(make_model(Arch(1, 2), 10, cfg), r.state, d.x_test, d.y_test, *d.channel_stats)["accuracy"]
+cfg = TrainConfig(epochs=6, epoch_size=1024, batch_size=64, flip=False, max_shift=1, max_rotation=10.0)
+model = build_model(Arch(1, 2), 10, ModelConfig(width=8), d.channel_stats)
+r = train(model, d.x_train, d.y_train, cfg, jax.random.key(0))
+acc = evaluate(r.model, r.state, d.x_test, d.y_test)["accuracy"]
 leaf = r.state.params["head"]["kernel"]
 out = {"devices": jax.device_count(), "acc": acc, "loss": r.history[-1]["loss"],
        "replicated": leaf.sharding.is_fully_replicated, "on": len(leaf.sharding.device_set)}

@@ -5,7 +5,9 @@ import numpy as np
 import optax
 import pytest
 
-from inas_jax.models import Arch, GridResNet, dropout, head_logits, neighbours, num_params
+from inas_jax.conv import Conv, ConvLowering
+from inas_jax.models import GridResNet, dropout, head_logits
+from inas_jax.search_space import Arch, neighbours, num_params
 
 # Trainable parameters at width 64 (SPEC.md).
 SPEC_COUNTS = [((1, 1), 10, 76_682), ((1, 2), 10, 307_850), ((2, 2), 10, 677_642), ((2, 3), 10, 2_779_914),
@@ -71,12 +73,12 @@ def test_dropout_only_on_embedding_and_head_matches():
     x = jax.random.normal(jax.random.key(1), (5, 16, 16, 3))
     variables = model.init(jax.random.key(0), x)
     det_logits, emb = model.apply(variables, x)
-    np.testing.assert_allclose(head_logits(variables["params"], emb), det_logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(head_logits(variables["params"]["head"], emb), det_logits, rtol=1e-5, atol=1e-5)
     key = jax.random.key(7)
     drop_logits, drop_emb = model.apply(variables, x, dropout_key=key, dropout_rate=0.5)
     np.testing.assert_array_equal(drop_emb, emb)  # the embedding itself is never dropped
     assert not np.allclose(drop_logits, det_logits)
-    np.testing.assert_allclose(head_logits(variables["params"], dropout(emb, key, 0.5)), drop_logits,
+    np.testing.assert_allclose(head_logits(variables["params"]["head"], dropout(emb, key, 0.5)), drop_logits,
                                rtol=1e-5, atol=1e-5)
 
 
@@ -89,7 +91,7 @@ def test_bfloat16_compute_keeps_float32_params():
     assert logits.shape == (2, 10) and emb.dtype == jnp.float32
 
 
-def _plain_flax_conv(features, kernel_size, stride=1, dtype=jnp.float32, lowering=None, name=None):
+def _plain_flax_conv(features, kernel_size, stride=1, dtype=jnp.float32, name=None):
     pad = (kernel_size - 1) // 2
     return flax.linen.Conv(features, (kernel_size,) * 2, (stride,) * 2, padding=[(pad, pad)] * 2, dtype=dtype,
                            name=name)
@@ -112,12 +114,11 @@ def test_fast_paths_equal_plain_flax_conv_and_pool(monkeypatch, impl, grid):
     from inas_jax import models
     x = jax.random.normal(jax.random.key(1), (32, 16, 16, 3))  # enough samples for well-conditioned BN at 1x1
     y = jnp.arange(32) % 10
-    fast = GridResNet(Arch(*grid), 10, width=8, lowering=models.ConvLowering(impl))
+    fast = GridResNet(Arch(*grid), 10, width=8, conv=ConvLowering(impl))
     variables = jax.jit(fast.init)(jax.random.key(0), x)
     got = _loss_and_grads(fast, variables, x, y)
-    monkeypatch.setattr(models, "Conv", _plain_flax_conv)
     monkeypatch.setattr(models, "max_pool_3x3_s2", lambda h: flax.linen.max_pool(h, (3, 3), (2, 2), "SAME"))
-    plain = GridResNet(Arch(*grid), 10, width=8)
+    plain = GridResNet(Arch(*grid), 10, width=8, conv=_plain_flax_conv)
     assert jax.tree.structure(plain.init(jax.random.key(0), x)) == jax.tree.structure(variables)
     want = _loss_and_grads(plain, variables, x, y)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
@@ -145,7 +146,6 @@ def _lowered_ops(conv, x) -> str:
 def test_auto_lowering_uses_patch_gemms_up_to_patch_max_size(patch_max_size, lowered_by_xla):
     """Without Winograd, conv_impl=auto on the CPU runs a 16x16-output conv as a patch GEMM iff
     patch_max_size >= 16."""
-    from inas_jax.models import Conv, ConvLowering
     jaxpr = _lowered_ops(Conv(8, 3, 1, lowering=ConvLowering("auto", patch_max_size, winograd=False)),
                          jnp.ones((2, 16, 16, 8)))
     assert ("conv_general_dilated" in jaxpr) == lowered_by_xla
@@ -155,7 +155,6 @@ def test_auto_lowering_uses_patch_gemms_up_to_patch_max_size(patch_max_size, low
 def test_auto_lowering_uses_winograd_for_3x3_stride_1_convs_only():
     """The default on the CPU: Winograd for 3x3 stride-1 convs with >= 16 input channels and >= 2x2
     outputs; patches for strided, 1x1, narrow (the stem) and 1x1-output convs; XLA's nowhere here."""
-    from inas_jax.models import Conv, ConvLowering
     x = jnp.ones((2, 16, 16, 16))
     assert "custom_vjp" in _lowered_ops(Conv(8, 3, 1), x)
     for conv, inputs in [(Conv(8, 3, 2), x), (Conv(8, 1, 1), x), (Conv(8, 3, 1), jnp.ones((2, 16, 16, 8))),
@@ -169,6 +168,5 @@ def test_auto_lowering_uses_winograd_for_3x3_stride_1_convs_only():
 
 
 def test_unknown_conv_impl_is_refused():
-    from inas_jax.models import ConvLowering
     with pytest.raises(ValueError, match="conv_impl='im2col' is unknown"):
         ConvLowering("im2col")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from inas_jax import queries
-from inas_jax.models import Arch, GridResNet
+from inas_jax.models import GridResNet
+from inas_jax.search_space import Arch
 
 
 def _mask(n, labelled):
@@ -42,7 +43,7 @@ def _tiny_model_and_embeddings(n=24):
 def test_mc_dropout_head_only_equals_full_stochastic_passes():
     model, variables, x, emb = _tiny_model_and_embeddings()
     key, passes = jax.random.key(9), 16
-    scores = queries.mc_dropout_scores(variables["params"], emb, key, passes=passes, rate=0.5)
+    scores = queries.mc_dropout_scores(variables["params"]["head"], emb, key, passes=passes, rate=0.5)
     predicted = jnp.argmax(model.apply(variables, x)[0], -1)
     probs = []
     for k in jax.random.split(jax.random.fold_in(key, 0), passes):  # chunk 0 of the pool
@@ -54,16 +55,15 @@ def test_mc_dropout_head_only_equals_full_stochastic_passes():
 
 def test_mc_dropout_prefers_uncertain_points():
     # units 0, 1 vote for class 0 and units 2, 3 for class 1
-    params = {"head": {"kernel": jnp.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0]], jnp.float32),
-                       "bias": jnp.zeros(3)}}
+    head = {"kernel": jnp.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0]], jnp.float32), "bias": jnp.zeros(3)}
     emb = np.zeros((6, 4), np.float32)
     emb[3] = [1.0, 0.0, 1.0, 0.0]   # one unit for each class: dropout flips the prediction
     emb[5] = [0.2, 0.2, 0.0, 0.0]   # weak but one-sided evidence: dropout barely moves p(class 0)
-    scores = queries.mc_dropout_scores(params, emb, jax.random.key(0), passes=64)
+    scores = queries.mc_dropout_scores(head, emb, jax.random.key(0), passes=64)
     assert scores[3] > 5 * scores[5] > 0
     assert scores[[0, 1, 2, 4]].max() < 1e-10  # a zero embedding is unaffected by dropout
-    assert queries.mc_dropout(params, emb, _mask(6, []), 2, jax.random.key(0), passes=64).tolist() == [3, 5]
-    assert queries.mc_dropout(params, emb, _mask(6, [3]), 1, jax.random.key(0), passes=64).tolist() == [5]
+    assert queries.mc_dropout(head, emb, _mask(6, []), 2, jax.random.key(0), passes=64).tolist() == [3, 5]
+    assert queries.mc_dropout(head, emb, _mask(6, [3]), 1, jax.random.key(0), passes=64).tolist() == [5]
 
 
 def _brute_force_k_center(points, labelled_mask, b):

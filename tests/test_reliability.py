@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from test_cli import TINY, _results, _without_timings, crash_at_epoch_call, run_cli
+from conftest import TINY, crash_at_epoch_call, results_of, run_cli, without_timings
 
 HERE = pathlib.Path(__file__).parent
 RUN = TINY + ["--budget=80", "--query=sr", "--checkpoint_seconds=0"]  # iNAS, 3 rounds: 40, 60, 80 labels
@@ -25,10 +25,10 @@ def _child(site, n, delay, workdir):
 def uninterrupted(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("whole")
     assert run_cli(RUN + [f"--workdir={workdir}"]) == 0
-    return _without_timings(_results(workdir))
+    return without_timings(results_of(workdir))
 
 
-def test_ten_sigkills_at_random_moments_then_same_results(tmp_path, uninterrupted):
+def test_ten_sigkills_at_random_moments_then_sameresults_of(tmp_path, uninterrupted):
     """SIGKILL during training steps, queries, checkpoint writes and at random times; resume each time."""
     rng = random.Random(2026)
     sites = ["step", "save", "query", "time", "step", "save", "step", "save", "time", "save"]
@@ -42,7 +42,7 @@ def test_ten_sigkills_at_random_moments_then_same_results(tmp_path, uninterrupte
     assert sum(kills) >= 8, kills
     final = _child("none", 0, 0, tmp_path)
     assert final.returncode == 0, final.stderr[-2000:]
-    got = _without_timings(_results(tmp_path))
+    got = without_timings(results_of(tmp_path))
     assert got["labelled"] == uninterrupted["labelled"]
     assert got == uninterrupted
 
@@ -69,7 +69,7 @@ def test_corrupted_latest_round_falls_back_with_warning(tmp_path, uninterrupted,
     assert run_cli(RUN + [f"--workdir={tmp_path}"]) == 0
     err = capsys.readouterr().err
     assert "round checkpoint 3" in err and "unreadable" in err and "resuming" in err
-    assert _without_timings(_results(tmp_path)) == uninterrupted
+    assert without_timings(results_of(tmp_path)) == uninterrupted
 
 
 def test_corrupted_training_checkpoint_restarts_that_training(tmp_path, uninterrupted, monkeypatch, capsys):
@@ -87,7 +87,7 @@ def test_corrupted_training_checkpoint_restarts_that_training(tmp_path, uninterr
     capsys.readouterr()
     assert run_cli(RUN + [f"--workdir={tmp_path}"]) == 0
     assert "training checkpoint" in capsys.readouterr().err
-    assert _without_timings(_results(tmp_path)) == uninterrupted
+    assert without_timings(results_of(tmp_path)) == uninterrupted
 
 
 def test_divergence_stops_with_a_clear_message_and_no_nan_result(tmp_path, capsys):
@@ -103,7 +103,7 @@ def test_same_seed_same_run_and_other_seed_differs(tmp_path):
     runs = []
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         assert run_cli(args + [f"--seed={seed}", f"--workdir={tmp_path / name}"]) == 0
-        runs.append(_without_timings(_results(tmp_path / name)))
+        runs.append(without_timings(results_of(tmp_path / name)))
     assert runs[0] == runs[1]
     assert runs[0]["labelled"] != runs[2]["labelled"]
     assert [r["test_accuracy"] for r in runs[0]["rounds"]] != [r["test_accuracy"] for r in runs[2]["rounds"]]
@@ -125,7 +125,7 @@ BAD_FLAGS = [
     (["--strategy=fixed"], "needs --arch"),
     (["--arch=13,1"], "outside the grid"),
     (["--arch=2,6"], "outside the grid"),
-    (["--arch=two"], "is not BLOCKS,STACKS"),
+    (["--arch=two"], "cannot parse architecture 'two'"),
     (["--budget=100000"], "--budget=100000 exceeds the pool"),
     (["--initial_size=0"], "--initial_size=0 must be positive"),
     (["--initial_size=-5"], "--initial_size=-5 must be positive"),

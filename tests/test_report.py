@@ -8,13 +8,25 @@ import pytest
 from inas_jax import report
 
 
-def _write_run(path, strategy, query, seed, accs, arch=(1, 1)):
+def _results(strategy, query, seed, accs, arch=(1, 1), **settings):
     rounds = [{"round": i + 1, "num_labelled": 100 * (i + 1), "arch": [1 + i, 1], "num_params": 1000 * (i + 1),
                "test_accuracy": a, "candidates": [], "seconds": {"search": 0, "train": 0, "query": 0}}
               for i, a in enumerate(accs)]
-    cfg = {"dataset": "digits", "strategy": strategy, "query": query, "seed": seed, "arch": list(arch)}
+    cfg = {"dataset": "digits", "strategy": strategy, "query": query, "seed": seed, "arch": list(arch),
+           "train": {"width": 8, "epochs": 12}, **settings}
+    return {"config": cfg, "finished": True, "labelled": [], "rounds": rounds}
+
+
+def _write_run(path, strategy, query, seed, accs, arch=(1, 1), **settings):
     path.mkdir(parents=True)
-    (path / "results.json").write_text(json.dumps({"config": cfg, "finished": True, "labelled": [], "rounds": rounds}))
+    (path / "results.json").write_text(json.dumps(_results(strategy, query, seed, accs, arch, **settings)))
+    return path / "results.json"
+
+
+def _report(capsys, *args):
+    """(exit status, stderr lines) of the report command run in-process."""
+    status = report.main([str(a) for a in args])
+    return status, capsys.readouterr().err.strip().splitlines()
 
 
 def test_area_under_curve():
@@ -72,6 +84,113 @@ def test_report_command_writes_pngs(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "inas_jax.report", str(tmp_path / "nothing")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no results.json" in bad.stderr
+
+
+def _edit(change):
+    run = _results("inas", "sr", 0, [0.5, 0.7])
+    change(run)
+    return json.dumps(run)
+
+
+VALID = json.dumps(_results("inas", "sr", 0, [0.5, 0.7]))
+MALFORMED = [
+    ("[1, 2]", "expected a JSON object with 'config' and 'rounds', found list"),
+    ('"text"', "found str"),
+    (_edit(lambda r: r.pop("config")), "lacks 'config'"),
+    (_edit(lambda r: r.pop("rounds")), "lacks 'rounds'"),
+    (_edit(lambda r: r.update(config=[1])), "config is list"),
+    (_edit(lambda r: r["config"].pop("seed")), "config lacks 'seed'"),
+    (_edit(lambda r: r["config"].update(strategy="grow")), "config has strategy='grow': expected 'inas' or 'fixed'"),
+    (_edit(lambda r: r["config"].update(seed="0")), "config has seed='0'"),
+    (_edit(lambda r: r["config"].update(arch=[13, 1])), "config arch: Arch(13, 1) is outside the grid"),
+    (_edit(lambda r: r.update(rounds={"1": {}})), "rounds is dict, expected a list of round records"),
+    (_edit(lambda r: r["rounds"].append(7)), "round 3 is int"),
+    (_edit(lambda r: r["rounds"][1].pop("test_accuracy")), "round 2 lacks 'test_accuracy'"),
+    (_edit(lambda r: r["rounds"][0].pop("num_labelled")), "round 1 lacks 'num_labelled'"),
+    (_edit(lambda r: r["rounds"][1].pop("arch")), "round 2 lacks 'arch'"),
+    (_edit(lambda r: r["rounds"][1].update(num_labelled=100)), "round 2 has num_labelled=100: expected an integer"),
+    (_edit(lambda r: r["rounds"][0].update(num_labelled="100")), "num_labelled='100'"),
+    (_edit(lambda r: r["rounds"][0].update(test_accuracy=float("nan"))), "test_accuracy=nan"),
+    (_edit(lambda r: r["rounds"][0].update(test_accuracy=87.5)), "expected a number in [0, 1]"),
+    (_edit(lambda r: r["rounds"][0].update(arch=[1])), "round 1 arch: not an architecture"),
+    (_edit(lambda r: r["rounds"][0].update(num_params=None)), "num_params=None"),
+    ("", "not valid JSON"),
+    ("{config", "not valid JSON"),
+    (VALID[:len(VALID) // 2], "not valid JSON"),
+    (b"\xff\xfe\x00garbage", "cannot be read"),
+]
+
+
+@pytest.mark.parametrize("content,message", MALFORMED, ids=[m for _, m in MALFORMED])
+def test_malformed_results_give_one_error_line_naming_the_file(tmp_path, capsys, content, message):
+    file = tmp_path / "run" / "results.json"
+    file.parent.mkdir()
+    file.write_bytes(content if isinstance(content, bytes) else content.encode())
+    status, err = _report(capsys, f"--out={tmp_path / 'out'}", file.parent)
+    assert status == 2 and len(err) == 1 and err[0].startswith(f"error: {file}: ") and message in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_command_refuses_a_truncated_file_without_traceback(tmp_path):
+    file = tmp_path / "results.json"
+    file.write_text(VALID[:-10])
+    proc = subprocess.run([sys.executable, "-m", "inas_jax.report", f"--out={tmp_path / 'out'}", str(file)],
+                          capture_output=True, text=True)
+    err = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert err[0].startswith(f"error: {file}: not valid JSON (") and err[0].endswith("); truncated?")
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys):
+    _write_run(tmp_path / "a", "inas", "sr", 0, [0.5, 0.7])
+    out = tmp_path / "report"
+    out.write_text("keep me")
+    status, err = _report(capsys, f"--out={out}", tmp_path / "a")
+    assert status == 2 and err == [f"error: --out={str(out)!r} exists and is not a directory"]
+    assert out.read_text() == "keep me"
+    status, err = _report(capsys, f"--out={out / 'sub'}", tmp_path / "a")
+    assert status == 2 and len(err) == 1 and "cannot be created" in err[0]
+
+
+def test_the_same_run_given_twice_counts_once(tmp_path, capsys):
+    _write_run(tmp_path / "runs" / "a", "inas", "sr", 0, [0.5, 0.7])
+    _write_run(tmp_path / "runs" / "b", "inas", "sr", 1, [0.7, 0.9])
+    (tmp_path / "link").symlink_to(tmp_path / "runs" / "a")
+    given = [tmp_path / "runs" / "a", tmp_path / "runs" / "a" / "results.json", tmp_path / "link",
+             tmp_path / "link" / "results.json", tmp_path / "runs" / "*"]
+    runs = report.load_runs([str(p) for p in given])
+    assert sorted(r["config"]["seed"] for r in runs) == [0, 1]
+    assert "| digits | iNAS | sr | 2 | 100-200 | 0.7000 +- 0.1000 |" in report.summary_table(report.group_runs(runs))
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "results.json").write_bytes((tmp_path / "runs" / "a" / "results.json").read_bytes())
+    status, err = _report(capsys, f"--out={tmp_path / 'out'}", tmp_path / "runs" / "*", tmp_path / "copy")
+    assert status == 2 and len(err) == 1 and "are the same run (digits iNAS sr, seed 0): give each run once" in err[0]
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(train={"width": 16, "epochs": 12}), "differ in train.width: 8 vs 16: only the seed may differ"),
+    (dict(budget=300), "differ in budget: absent vs 300"),
+    (dict(dataset="npz:/data/digits.npz"), "differ in dataset: 'digits' vs 'npz:/data/digits.npz'"),
+    (dict(arch=[1, 2]), "differ in arch: [1, 1] vs [1, 2]"),  # iNAS started elsewhere
+])
+def test_runs_differing_in_more_than_the_seed_are_not_averaged(tmp_path, capsys, settings, message):
+    a = _write_run(tmp_path / "runs" / "a", "inas", "sr", 0, [0.5, 0.7])
+    b = _write_run(tmp_path / "runs" / "b", "inas", "sr", 1, [0.7, 0.9], **settings)
+    status, err = _report(capsys, f"--out={tmp_path / 'out'}", tmp_path / "runs" / "*")
+    assert status == 2 and len(err) == 1 and err[0].startswith("error:"), err
+    assert f"{a} and {b} would be seeds of one curve (digits iNAS sr)" in err[0] and message in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_seeds_with_different_round_counts_are_reported_with_a_warning(tmp_path, capsys):
+    a = _write_run(tmp_path / "runs" / "a", "fixed", "sr", 0, [0.5, 0.7, 0.8], arch=(2, 4))
+    b = _write_run(tmp_path / "runs" / "b", "fixed", "sr", 1, [0.7, 0.9], arch=(2, 4))
+    _write_run(tmp_path / "runs" / "c", "fixed", "random", 0, [0.4, 0.6], arch=(2, 4))
+    status, err = _report(capsys, f"--out={tmp_path / 'out'}", tmp_path / "runs" / "*")
+    assert status == 0 and err == [f"warning: digits A(2,4) sr: seeds completed different numbers of rounds "
+                                   f"({a}: 3, {b}: 2); its curve and tables use the first 2"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "compare_random.png", "compare_sr.png", "curves_A2x4.png", "summary.md"]
 
 
 def test_paper_experiment_commands():

@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, "experiments")
 import cifar_cpu  # noqa: E402
 
-from test_cli import TINY  # noqa: E402
+from conftest import TINY  # noqa: E402
 
 
 @pytest.fixture

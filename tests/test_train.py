@@ -4,11 +4,17 @@ import numpy as np
 import pytest
 
 from conftest import CIFAR10_NPZ
+from inas_jax.config import ModelConfig, TrainConfig
 from inas_jax.data import load_npz
-from inas_jax.models import Arch
-from inas_jax.train import TrainConfig, TrainingDiverged, epoch_batches, evaluate, make_model, train
+from inas_jax.models import build_model
+from inas_jax.search_space import Arch
+from inas_jax.train import TrainingDiverged, epoch_batches, evaluate, train
 
-TINY = TrainConfig(epochs=2, epoch_size=256, batch_size=32, width=4, flip=False, max_shift=1, max_rotation=10.0)
+TINY = TrainConfig(epochs=2, epoch_size=256, batch_size=32, flip=False, max_shift=1, max_rotation=10.0)
+
+
+def _model(arch, data, width=4, **model_settings):
+    return build_model(arch, data.num_classes, ModelConfig(width=width, **model_settings), data.channel_stats)
 
 
 def _leaves(state):
@@ -16,20 +22,19 @@ def _leaves(state):
 
 
 def test_learns_digits_above_90_percent(digits):
-    cfg = TrainConfig(epochs=8, epoch_size=2048, batch_size=64, width=8, flip=False, max_shift=1,
-                      max_rotation=10.0)
-    result = train(Arch(1, 2), 10, digits.x_train, digits.y_train, cfg, jax.random.key(0), digits.channel_stats)
-    model = make_model(Arch(1, 2), 10, cfg)
-    metrics = evaluate(model, result.state, digits.x_test, digits.y_test, *digits.channel_stats)
+    cfg = TrainConfig(epochs=8, epoch_size=2048, batch_size=64, flip=False, max_shift=1, max_rotation=10.0)
+    result = train(_model(Arch(1, 2), digits, width=8), digits.x_train, digits.y_train, cfg, jax.random.key(0))
+    metrics = evaluate(result.model, result.state, digits.x_test, digits.y_test)
     assert metrics["accuracy"] > 0.90, metrics
     assert result.history[-1]["loss"] < result.history[0]["loss"]
 
 
 def test_same_key_same_parameters_and_other_key_differs(digits):
     x, y = digits.x_train[:200], digits.y_train[:200]
-    a = train(Arch(1, 1), 10, x, y, TINY, jax.random.key(3), digits.channel_stats)
-    b = train(Arch(1, 1), 10, x, y, TINY, jax.random.key(3), digits.channel_stats)
-    c = train(Arch(1, 1), 10, x, y, TINY, jax.random.key(4), digits.channel_stats)
+    model = _model(Arch(1, 1), digits)
+    a = train(model, x, y, TINY, jax.random.key(3))
+    b = train(model, x, y, TINY, jax.random.key(3))
+    c = train(model, x, y, TINY, jax.random.key(4))
     for la, lb in zip(_leaves(a.state), _leaves(b.state)):
         np.testing.assert_array_equal(la, lb)
     assert any(not np.array_equal(la, lc) for la, lc in zip(_leaves(a.state), _leaves(c.state)))
@@ -38,12 +43,13 @@ def test_same_key_same_parameters_and_other_key_differs(digits):
 def test_resume_mid_training_equals_uninterrupted(digits):
     x, y = digits.x_train[:200], digits.y_train[:200]
     cfg = TINY.replace(epochs=3)
-    full = train(Arch(1, 1), 10, x, y, cfg, jax.random.key(5), digits.channel_stats)
+    model = _model(Arch(1, 1), digits)
+    full = train(model, x, y, cfg, jax.random.key(5))
     saved = {}
-    train(Arch(1, 1), 10, x, y, cfg.replace(epochs=3), jax.random.key(5), digits.channel_stats,
+    train(model, x, y, cfg.replace(epochs=3), jax.random.key(5),
           on_epoch=lambda e, s, h: saved.setdefault(e, (jax.device_get(s), list(h))))
     state1, hist1 = saved[1]
-    resumed = train(Arch(1, 1), 10, x, y, cfg, jax.random.key(5), digits.channel_stats, resume=(1, state1, hist1))
+    resumed = train(model, x, y, cfg, jax.random.key(5), resume=(1, state1, hist1))
     for la, lb in zip(_leaves(full.state), _leaves(resumed.state)):
         np.testing.assert_array_equal(la, lb)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
@@ -51,7 +57,7 @@ def test_resume_mid_training_equals_uninterrupted(digits):
 
 def test_validation_mode_returns_best_epoch(digits):
     x, y = digits.x_train[:300], digits.y_train[:300]
-    result = train(Arch(1, 1), 10, x, y, TINY.replace(epochs=3), jax.random.key(0), digits.channel_stats,
+    result = train(_model(Arch(1, 1), digits), x, y, TINY.replace(epochs=3), jax.random.key(0),
                    val=(digits.x_test[:100], digits.y_test[:100]))
     assert result.best_val_accuracy == max(h["val_accuracy"] for h in result.history)
 
@@ -79,7 +85,7 @@ def test_lr_schedule_decays_at_half_and_three_quarters():
 
 def test_weight_decay_only_on_conv_kernels():
     from inas_jax.train import _conv_kernel_mask, init_state
-    model = make_model(Arch(1, 2), 10, TINY)
+    model = build_model(Arch(1, 2), 10, ModelConfig(width=4), (np.zeros(1), np.ones(1)))
     state = init_state(model, TINY, jax.random.key(0), (8, 8, 1))
     mask = _conv_kernel_mask(state.params)
     flat = {"/".join(k.key for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(mask)}
@@ -89,16 +95,15 @@ def test_weight_decay_only_on_conv_kernels():
 
 def test_divergence_is_detected(digits):
     with pytest.raises(TrainingDiverged, match="loss is"):
-        train(Arch(1, 1), 10, digits.x_train[:64], digits.y_train[:64], TINY.replace(lr=1e30),
-              jax.random.key(0), digits.channel_stats)
+        train(_model(Arch(1, 1), digits), digits.x_train[:64], digits.y_train[:64], TINY.replace(lr=1e30),
+              jax.random.key(0))
 
 
 @pytest.mark.skipif(not CIFAR10_NPZ.exists(), reason=f"real CIFAR-10 not present at {CIFAR10_NPZ}")
 def test_real_cifar10_learns_above_chance():
     ds = load_npz(str(CIFAR10_NPZ))
     order = np.random.default_rng(0).permutation(len(ds.y_train))[:3000]
-    cfg = TrainConfig(epochs=2, epoch_size=3072, batch_size=128, width=8)
-    result = train(Arch(1, 1), 10, ds.x_train[order], ds.y_train[order], cfg, jax.random.key(0), ds.channel_stats)
-    metrics = evaluate(make_model(Arch(1, 1), 10, cfg), result.state, ds.x_test[:1000], ds.y_test[:1000],
-                       *ds.channel_stats)
+    cfg = TrainConfig(epochs=2, epoch_size=3072, batch_size=128)
+    result = train(_model(Arch(1, 1), ds, width=8), ds.x_train[order], ds.y_train[order], cfg, jax.random.key(0))
+    metrics = evaluate(result.model, result.state, ds.x_test[:1000], ds.y_test[:1000])
     assert metrics["accuracy"] > 0.25, metrics
