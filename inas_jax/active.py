@@ -21,13 +21,16 @@ from inas_jax.config import RunConfig
 from inas_jax.data import Dataset
 from inas_jax.inas import search
 from inas_jax.models import Model, build_model
-from inas_jax.search_space import Arch, num_params
+from inas_jax.search_space import MAX_BLOCKS, MAX_STACKS, Arch, num_params
 from inas_jax.train import TrainConfig, TrainingDiverged, TrainState, evaluate, init_state, predict, train
 
 log = logging.getLogger(__name__)
 
 # fold_in(round key, stream): the round's independent random streams.
 SEARCH, FINAL_TRAINING, QUERY = 0, 1, 2
+# iNAS steps "until the current architecture wins": every step grows the total block count
+# (blocks x stacks), so no search on the grid takes more steps than this.
+UNTIL_CONVERGED = MAX_BLOCKS * MAX_STACKS
 
 
 @flax.struct.dataclass
@@ -112,6 +115,15 @@ def select(cfg: RunConfig, model: Model, state: TrainState, pool: np.ndarray, la
     return query.fn(outputs, is_labelled, b, key, queries.QueryOptions(cfg.mc_passes, cfg.mc_rate))
 
 
+def search_steps(cfg: RunConfig, round_: int) -> int:
+    """iNAS steps in round `round_` (0-based): t_inas every round for inas; for longtail (Geifman &
+    El-Yaniv's long-tail setting) steps until the current architecture wins in the first round, on
+    the large passive initial set, then none (the architecture stays); none for fixed."""
+    if cfg.strategy == "inas":
+        return cfg.t_inas
+    return UNTIL_CONVERGED if cfg.strategy == "longtail" and round_ == 0 else 0
+
+
 def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Progress = NoProgress()) -> PoolState:
     """One active round; returns the next state (round + 1, grown labelled set, one more record).
 
@@ -130,7 +142,8 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
     t = time.perf_counter()
     candidates = []
     arch = state.arch
-    if cfg.strategy == "inas":
+    steps = search_steps(cfg, r)
+    if steps:
         cand_cfg = cfg.candidate_train
 
         def score(cand: Arch, train_idx, val_idx, cand_key) -> float:
@@ -142,7 +155,7 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
             progress.candidate_done(r, cand, result.best_val_accuracy)
             return result.best_val_accuracy
 
-        found = search(arch, len(labelled_idx), score, jax.random.fold_in(key, SEARCH), cfg.t_inas,
+        found = search(arch, len(labelled_idx), score, jax.random.fold_in(key, SEARCH), steps,
                        known=progress.known_scores(r))
         arch = found.arch
         candidates = [{"arch": c.to_json(), "val_accuracy": s} for c, s in found.scores.items()]

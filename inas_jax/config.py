@@ -18,7 +18,7 @@ from inas_jax.conv import CONV_IMPLS, PATCH_MAX_SIZE
 from inas_jax.queries import QUERIES
 from inas_jax.search_space import Arch
 
-STRATEGIES = ("inas", "fixed")
+STRATEGIES = ("inas", "fixed", "longtail")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 MAX_SEED = 2 ** 31 - 1  # jax.random.key(seed) distinguishes every seed in 0..MAX_SEED
 
@@ -90,7 +90,8 @@ class RunConfig:
 
     dataset: str = setting("digits", "digits | cifar10 | cifar100 | svhn | npz:PATH")
     query: str = setting("sr", "Query function: " + "; ".join(f"{n}: {q.help}" for n, q in QUERIES.items()))
-    strategy: str = setting("inas", "inas (grow from --arch) | fixed (train --arch in every round)")
+    strategy: str = setting("inas", "inas (grow from --arch) | fixed (train --arch in every round) | longtail "
+                                    "(iNAS from --arch until it stops, in the first round only; then fixed)")
     arch: Arch = setting(Arch(1, 1), "BLOCKS,STACKS: iNAS start (default 1,1) or the fixed architecture "
                                      "(required with --strategy=fixed; the paper's are 1,2 and 2,4).")
     initial_size: int = setting(100, "Initial random labelled set size k.")
@@ -260,7 +261,7 @@ def from_preset(preset: str = "cpu", dataset: str = "digits", **settings) -> Run
 
 def run_name(cfg: RunConfig) -> str:
     """File-name-safe run name, e.g. cifar10_fixed2x4_coreset_seed0."""
-    kind = "inas" if cfg.strategy == "inas" else f"fixed{cfg.arch.slug}"
+    kind = f"fixed{cfg.arch.slug}" if cfg.strategy == "fixed" else cfg.strategy
     return f"{dataset_label(cfg.dataset)}_{kind}_{cfg.query}_seed{cfg.seed}"
 
 

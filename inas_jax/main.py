@@ -12,6 +12,7 @@ given overrides the preset.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pathlib
 import shutil
@@ -41,6 +42,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/DAT
 _MULTIHOST = flags.DEFINE_boolean("multihost", False, "Call jax.distributed.initialize() first (multi-host "
                                   "TPU/GPU pods; every host runs the same command).")
 _CKPT_SECONDS = flags.DEFINE_float("checkpoint_seconds", 60.0, "Minimum seconds between mid-training checkpoints.")
+_CACHE = flags.DEFINE_string("compilation_cache", None, "Directory of the persistent XLA compilation cache shared "
+                             "by runs, or 'off' (default: $INAS_JAX_COMPILATION_CACHE, else ~/.cache/inas_jax/xla).")
 
 log = logging.getLogger("inas_jax")
 
@@ -99,20 +102,26 @@ def main(argv) -> int:
         print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
         return 2
     _setup_logging()
-    from inas_jax import active
+    from inas_jax import active, compilation
     from inas_jax.checkpoint import RunStore, WorkdirError
     from inas_jax.data import DataError, load_dataset
     from inas_jax.train import TrainingDiverged, check_batch_divisible
 
     try:
+        cache = compilation.enable_persistent_cache(_CACHE.value)
+    except OSError as err:
+        print(f"error: --compilation_cache={_CACHE.value or compilation.default_cache_dir()!r} cannot be created: "
+              f"{err.strerror or err}; pass another directory or 'off'", file=sys.stderr)
+        return 2
+    compiled_before = compilation.snapshot()
+    try:
         cfg = config_from_flags()
         validate(cfg)
         workdir = _WORKDIR.value or default_workdir(cfg)
-        if _CKPT_SECONDS.value < 0:
-            raise ConfigError(f"--checkpoint_seconds={_CKPT_SECONDS.value} must be >= 0")
+        if not _CKPT_SECONDS.value >= 0 or not math.isfinite(_CKPT_SECONDS.value):
+            raise ConfigError(f"--checkpoint_seconds={_CKPT_SECONDS.value} must be a finite number >= 0")
         if _MULTIHOST.value:
-            import jax
-            jax.distributed.initialize()
+            _initialize_multihost()
         try:
             check_batch_divisible(cfg.train.batch_size)
         except ValueError as err:
@@ -132,18 +141,47 @@ def main(argv) -> int:
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except OSError as err:  # a full disk, a quota, a file system gone read-only: the last commit stands
+        where = err.filename or workdir
+        print(f"error: cannot write {where}: {err.strerror or err}; the workdir is resumable: fix the cause and "
+              "rerun the same command", file=sys.stderr)
+        return 1
     finally:
         store.close()
+    now = compilation.snapshot()
+    done = compilation.Compilations(now.compiled - compiled_before.compiled, now.from_disk - compiled_before.from_disk)
+    log.info("%s; cache %s", done.summary(), cache or "off")
     print(format_table(state.history))
     print(f"results: {os.path.join(workdir, 'results.json')}")
     return 0
+
+
+def _initialize_multihost() -> None:
+    import jax
+    try:
+        jax.distributed.initialize()
+    except Exception as err:  # JAX raises several types when no cluster or coordinator is found
+        raise ConfigError(f"--multihost: jax.distributed.initialize() failed ({' '.join(str(err).split())[:200]}); "
+                          "run it on every host of a TPU/GPU pod, or set the coordinator address") from None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with its errors (unknown flag, unparsable value) as one `error:` line, exit 2."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def run() -> None:
     """The console entry point: restarts once with huge pages for glibc (inas_jax.allocator), then runs."""
     from inas_jax.allocator import reexec_with_huge_pages
     reexec_with_huge_pages()
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

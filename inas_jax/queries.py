@@ -91,6 +91,25 @@ def softmax_response(logits: np.ndarray, is_labelled: np.ndarray, b: int) -> np.
     return _top_b(-confidence, is_labelled, b)
 
 
+def _probabilities(logits: np.ndarray) -> np.ndarray:
+    """softmax (N, C) float32 of logits (N, C)."""
+    return np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32), -1))
+
+
+def entropy(logits: np.ndarray, is_labelled: np.ndarray, b: int) -> np.ndarray:
+    """Highest predictive entropy -sum_c p_c log p_c of the deterministic model's softmax."""
+    _check(is_labelled, b)
+    log_p = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), -1)
+    return _top_b(np.asarray(-jnp.sum(jnp.exp(log_p) * log_p, -1)), is_labelled, b)
+
+
+def margin(logits: np.ndarray, is_labelled: np.ndarray, b: int) -> np.ndarray:
+    """Smallest margin between the two largest softmax probabilities (C >= 2)."""
+    _check(is_labelled, b)
+    top2 = np.sort(_probabilities(logits), -1)[:, -2:]
+    return _top_b(top2[:, 0] - top2[:, 1], is_labelled, b)
+
+
 @functools.partial(jax.jit, static_argnames=("passes", "rate"))
 def _mc_variance(head, embeddings, key, *, passes: int, rate: float):
     """Variance over `passes` dropout samples of p(c | x), c = deterministic argmax. (N,) float32."""
@@ -125,6 +144,40 @@ def mc_dropout(head, embeddings: np.ndarray, is_labelled: np.ndarray, b: int, ke
     """MC-dropout query: the b unlabelled points whose predicted-class probability varies most."""
     _check(is_labelled, b)
     return _top_b(mc_dropout_scores(head, embeddings, key, passes, rate), is_labelled, b)
+
+
+def _entropy(p: jax.Array, axis: int = -1) -> jax.Array:
+    return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis)
+
+
+@functools.partial(jax.jit, static_argnames=("passes", "rate"))
+def _mc_mutual_information(head, embeddings, key, *, passes: int, rate: float):
+    """I(y; dropout mask | x) = H(mean_t p_t) - mean_t H(p_t) over `passes` head-only dropout samples,
+    with the keys of `_mc_variance` (the same masks as mcdropout). (N,) float32."""
+    def probs(k):
+        return jax.nn.softmax(head_logits(head, dropout(embeddings, k, rate)), -1)
+
+    samples = jax.vmap(probs)(jax.random.split(key, passes))  # (passes, N, C)
+    return _entropy(jnp.mean(samples, 0)) - jnp.mean(_entropy(samples), 0)
+
+
+def bald_scores(head, embeddings: np.ndarray, key: jax.Array, passes: int = 100, rate: float = 0.5,
+                chunk: int = 8192) -> np.ndarray:
+    """BALD scores (N,): the mutual information between the prediction and the dropout mask (Houlsby
+    et al. 2011; Gal et al. 2017), head-only as `mc_dropout_scores`, with its chunks and keys."""
+    out = []
+    for i, start in enumerate(range(0, len(embeddings), chunk)):
+        part = jnp.asarray(embeddings[start:start + chunk], jnp.float32)
+        out.append(np.asarray(_mc_mutual_information(head, part, jax.random.fold_in(key, i), passes=passes,
+                                                     rate=rate)))
+    return np.concatenate(out)
+
+
+def bald(head, embeddings: np.ndarray, is_labelled: np.ndarray, b: int, key: jax.Array, passes: int = 100,
+         rate: float = 0.5) -> np.ndarray:
+    """BALD query: the b unlabelled points on which the MC-dropout passes disagree most."""
+    _check(is_labelled, b)
+    return _top_b(bald_scores(head, embeddings, key, passes, rate), is_labelled, b)
 
 
 @functools.partial(jax.jit, static_argnames=("chunk",))
@@ -206,6 +259,21 @@ def _sr(out, is_labelled, b, key, options):
 @register("mcdropout", "variance of the predicted class's probability over MC-dropout passes (the paper's)")
 def _mcdropout(out, is_labelled, b, key, options):
     return mc_dropout(out.head, out.embeddings, is_labelled, b, key, options.mc_passes, options.mc_rate)
+
+
+@register("entropy", "highest predictive entropy")
+def _entropy_query(out, is_labelled, b, key, options):
+    return entropy(out.logits, is_labelled, b)
+
+
+@register("margin", "smallest gap between the two largest probabilities")
+def _margin(out, is_labelled, b, key, options):
+    return margin(out.logits, is_labelled, b)
+
+
+@register("bald", "mutual information between prediction and dropout mask over the MC passes")
+def _bald(out, is_labelled, b, key, options):
+    return bald(out.head, out.embeddings, is_labelled, b, key, options.mc_passes, options.mc_rate)
 
 
 @register("coreset", "greedy k-center on the embeddings (Sener & Savarese; the paper's)")

@@ -31,7 +31,7 @@ import sys
 
 import numpy as np
 
-from inas_jax.config import dataset_label
+from inas_jax.config import STRATEGIES, dataset_label
 from inas_jax.search_space import Arch
 
 
@@ -93,7 +93,7 @@ def _results_problem(run) -> str | None:
         return f"config is {type(config).__name__}, expected an object"
     for key, ok, expected in (("dataset", lambda v: isinstance(v, str), "a string"),
                               ("query", lambda v: isinstance(v, str), "a string"),
-                              ("strategy", lambda v: v in ("inas", "fixed"), "'inas' or 'fixed'"),
+                              ("strategy", lambda v: v in STRATEGIES, " or ".join(map(repr, STRATEGIES))),
                               ("seed", _is_int, "an integer")):
         if key not in config:
             return f"config lacks {key!r}"
@@ -105,7 +105,7 @@ def _results_problem(run) -> str | None:
         return f"config arch: {err}"
     if not isinstance(rounds, list):
         return f"rounds is {type(rounds).__name__}, expected a list of round records"
-    needs = ("num_labelled", "test_accuracy") + (("arch", "num_params") if config["strategy"] == "inas" else ())
+    needs = ("num_labelled", "test_accuracy") + (("arch", "num_params") if config["strategy"] != "fixed" else ())
     previous = 0
     for i, record in enumerate(rounds, 1):
         if not isinstance(record, dict):
@@ -131,7 +131,9 @@ def _results_problem(run) -> str | None:
 
 
 def strategy_name(config: dict) -> str:
-    return "iNAS" if config["strategy"] == "inas" else str(Arch.from_json(config["arch"]))
+    """iNAS, long tail (architecture chosen once, on the passive initial set) or the fixed A(i,j)."""
+    names = {"inas": "iNAS", "longtail": "long tail"}
+    return names.get(config["strategy"]) or str(Arch.from_json(config["arch"]))
 
 
 def _settings(config: dict, prefix: str = "") -> dict:

@@ -2,6 +2,11 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for this test session (its driver runs in subprocesses compile the
+# same programs), kept out of the user's own cache.
+import tempfile  # noqa: E402
+
+os.environ["INAS_JAX_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="inas_jax_test_xla_cache_")
 
 import json
 import pathlib
@@ -9,7 +14,10 @@ import pathlib
 import pytest
 from absl import flags
 
+from inas_jax.compilation import enable_persistent_cache
 from inas_jax.data import load_digits
+
+enable_persistent_cache()
 
 CIFAR10_NPZ = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10.npz"
 # Driver flags of a tiny digits run: 40 -> 60 labels, width 4, two epochs of 128 samples.

@@ -31,7 +31,7 @@ def test_initial_set_depends_only_on_pool_k_and_seed():
 
 
 @pytest.mark.parametrize("changes,message", [
-    (dict(query="entropy"), "--query='entropy' is unknown"),
+    (dict(query="uncertainty"), "--query='uncertainty' is unknown"),
     (dict(strategy="grow"), "--strategy='grow' is unknown"),
     (dict(initial_size=0), "--initial_size=0 must be positive"),
     (dict(query_sizes=(100, -5)), "--query_sizes=100,-5"),

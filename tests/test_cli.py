@@ -1,6 +1,7 @@
 """The driver end to end on digits with tiny settings: every query x strategy, resume, refusal."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,24 +14,59 @@ from conftest import TINY, crash_at_epoch_call, results_of, run_cli, without_tim
 from inas_jax import main as cli
 from inas_jax.queries import QUERIES
 
-@pytest.mark.parametrize("strategy", ["inas", "fixed"])
-@pytest.mark.parametrize("query", list(QUERIES))
-def test_two_rounds_every_query_and_strategy(tmp_path, capsys, query, strategy):
-    args = TINY + [f"--query={query}", f"--strategy={strategy}", f"--workdir={tmp_path}"]
-    if strategy == "fixed":
-        args.append("--arch=1,2")
-    assert run_cli(args) == 0
-    results = results_of(tmp_path)
+def _check_two_rounds(results, capsys):
     assert results["finished"] and [r["num_labelled"] for r in results["rounds"]] == [40, 60]
     for r in results["rounds"]:
         assert {"num_labelled", "arch", "num_params", "test_accuracy", "candidates", "seconds"} <= set(r)
         assert set(r["seconds"]) == {"search", "train", "query"} and 0.0 <= r["test_accuracy"] <= 1.0
-    if strategy == "fixed":
-        assert all(r["arch"] == [1, 2] and r["candidates"] == [] for r in results["rounds"])
-    else:
-        assert {tuple(c["arch"]) for c in results["rounds"][0]["candidates"]} == {(1, 1), (2, 1), (1, 2)}
     assert len(results["labelled"]) == 60 and len(set(results["labelled"])) == 60
     assert "test acc" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("query", list(QUERIES))
+def test_two_rounds_every_query(tmp_path, capsys, query):
+    assert run_cli(TINY + [f"--query={query}", "--strategy=fixed", "--arch=1,2", f"--workdir={tmp_path}"]) == 0
+    results = results_of(tmp_path)
+    _check_two_rounds(results, capsys)
+    assert all(r["arch"] == [1, 2] and r["candidates"] == [] for r in results["rounds"])
+
+
+def test_two_rounds_of_inas(tmp_path, capsys):
+    assert run_cli(TINY + ["--query=sr", f"--workdir={tmp_path}"]) == 0
+    results = results_of(tmp_path)
+    _check_two_rounds(results, capsys)
+    assert {tuple(c["arch"]) for c in results["rounds"][0]["candidates"]} == {(1, 1), (2, 1), (1, 2)}
+
+
+def test_longtail_searches_until_the_current_arch_wins_once_then_keeps_it(tmp_path, capsys, monkeypatch):
+    """--strategy=longtail: iNAS steps in round 1 until the current architecture wins (here forced: the
+    deepest candidate always scores best for 2 steps), no search afterwards."""
+    from inas_jax import inas
+    real_search = inas.search
+    steps_seen = []
+
+    def search(start, n, score, key, t_inas, known=None):
+        steps_seen.append(t_inas)
+        return real_search(start, n, lambda a, *rest: float(min(a.blocks, 3) + 0.1 * (a.stacks == 1)), key,
+                           t_inas, known)
+
+    monkeypatch.setattr("inas_jax.active.search", search)
+    assert run_cli(TINY + ["--query=coreset", "--strategy=longtail", f"--workdir={tmp_path}"]) == 0
+    results = results_of(tmp_path)
+    _check_two_rounds(results, capsys)
+    first, second = results["rounds"]
+    assert steps_seen == [60] and first["arch"] == [3, 1] == second["arch"]
+    assert {tuple(c["arch"]) for c in first["candidates"]} >= {(1, 1), (2, 1), (3, 1), (4, 1)}
+    assert second["candidates"] == [] and second["seconds"]["search"] < 1.0
+
+
+def test_training_dropout_trains_and_changes_the_run(tmp_path):
+    base = TINY + ["--query=bald", "--strategy=fixed", "--arch=1,1", "--budget=40"]
+    assert run_cli(base + [f"--workdir={tmp_path / 'plain'}"]) == 0
+    assert run_cli(base + ["--dropout=0.5", f"--workdir={tmp_path / 'dropout'}"]) == 0
+    plain, dropout = results_of(tmp_path / "plain"), results_of(tmp_path / "dropout")
+    assert dropout["config"]["model"]["dropout"] == 0.5
+    assert plain["rounds"][0]["final_train_loss"] != dropout["rounds"][0]["final_train_loss"]
 
 
 def test_rerun_of_a_finished_run_changes_nothing(tmp_path):
@@ -55,8 +91,7 @@ def test_resume_mid_training_equals_uninterrupted(tmp_path, monkeypatch):
     assert run_cli(args + [f"--workdir={tmp_path / 'whole'}"]) == 0
     from inas_jax import train as train_mod
     real_epoch = crash_at_epoch_call(monkeypatch, 6)  # round 2, epoch 2 (round 1 used 4 epochs)
-    with pytest.raises(KeyboardInterrupt):
-        run_cli(args + [f"--workdir={tmp_path / 'cut'}"])
+    assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 130  # interrupted
     assert os.listdir(tmp_path / "cut" / "training") == ["1"]
     monkeypatch.setattr(train_mod, "train_epoch", real_epoch)
     assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 0
@@ -93,8 +128,7 @@ def test_resume_inside_inas_search_reuses_finished_candidates(tmp_path, monkeypa
     assert run_cli(args + [f"--workdir={tmp_path / 'whole'}"]) == 0
     from inas_jax import train as train_mod
     real_epoch = crash_at_epoch_call(monkeypatch, 3)  # candidate 1 used epochs 1-2; crash in candidate 2's first
-    with pytest.raises(KeyboardInterrupt):
-        run_cli(args + [f"--workdir={tmp_path / 'cut'}"])
+    assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 130  # interrupted
     assert json.loads((tmp_path / "cut" / "round_progress.json").read_text())["scores"][0][0] == [1, 1]
     calls = []
     monkeypatch.setattr(train_mod, "train_epoch", lambda *a, **k: (calls.append(1), real_epoch(*a, **k))[1])
@@ -114,3 +148,21 @@ def test_cifar_cpu_preset_pins_the_studys_convolution_lowering():
     flags.FLAGS(["inas_jax"])
     cfg = cli.config_from_flags()
     assert (cfg.model.patch_max_size, cfg.model.winograd, cfg.train.eval_batch_size) == (16, True, 128)
+
+
+def test_a_rerun_elsewhere_reads_every_executable_from_the_persistent_cache(tmp_path):
+    """Two workdirs, same shapes: the second run compiles nothing, and its numbers are the same."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", INAS_JAX_COMPILATION_CACHE=str(tmp_path / "cache"))
+    args = [sys.executable, "-m", "inas_jax.main", *TINY, "--budget=40", "--strategy=fixed", "--arch=1,1"]
+    runs = [subprocess.run(args + [f"--workdir={tmp_path / name}"], env=env, capture_output=True, text=True)
+            for name in ("a", "b")]
+    counts = []
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        line = next(line for line in proc.stderr.splitlines() if "XLA compilations" in line)
+        counts.append([int(n) for n in re.findall(r"(\d+) XLA compilations \((\d+) read", line)[0]])
+    (compiled_a, cached_a), (compiled_b, cached_b) = counts
+    assert compiled_a > 0 and cached_a == 0
+    assert compiled_b == compiled_a and cached_b == compiled_b  # every one read from disk
+    assert without_timings(results_of(tmp_path / "a")) == without_timings(results_of(tmp_path / "b"))
+    assert os.listdir(tmp_path / "cache")

@@ -111,3 +111,56 @@ def test_coreset_all_duplicates_still_distinct():
     points = np.zeros((10, 3), np.float32)
     picks = queries.coreset(points, _mask(10, [0, 1]), 5)
     assert len(set(picks.tolist())) == 5 and not {0, 1} & set(picks.tolist())
+
+
+def test_entropy_and_margin_known_answers():
+    logits = np.log(np.array([[0.98, 0.01, 0.01], [0.34, 0.33, 0.33], [0.5, 0.5, 0.0001], [0.6, 0.3, 0.1],
+                              [0.9, 0.05, 0.05]], np.float32))
+    # entropy: 1 (near uniform) > 3 > 2 > 4 > 0; margin (p1 - p2): 2 (0) < 1 (0.01) < 3 (0.3) < 4 < 0
+    assert queries.entropy(logits, _mask(5, []), 3).tolist() == [1, 3, 2]
+    assert queries.margin(logits, _mask(5, []), 3).tolist() == [2, 1, 3]
+    assert queries.margin(logits, _mask(5, [2]), 2).tolist() == [1, 3]
+
+
+def _two_unit_head():
+    # units 0, 1 vote for class 0 and units 2, 3 for class 1
+    return {"kernel": jnp.array([[4, 0, 0], [4, 0, 0], [0, 4, 0], [0, 4, 0]], jnp.float32), "bias": jnp.zeros(3)}
+
+
+def test_bald_scores_disagreement_not_uncertainty():
+    emb = np.zeros((4, 5), np.float32)
+    emb[1] = [1.0, 0.0, 1.0, 0.0, 0.0]   # dropout flips the prediction: the passes disagree -> high MI
+    emb[2] = [0.0, 0.0, 0.0, 0.0, 1.0]   # a unit voting for classes 0 and 1 alike: uncertain in every pass
+    emb[3] = [1.0, 1.0, 0.0, 0.0, 0.0]   # confidently class 0 in every pass
+    head = {"kernel": jnp.concatenate([_two_unit_head()["kernel"], jnp.array([[4.0, 4.0, 0.0]])]),
+            "bias": jnp.array([0.0, 0.0, -30.0])}  # class 2 never: every pass splits classes 0 and 1
+    key = jax.random.key(0)
+    scores = queries.bald_scores(head, emb, key, passes=200)
+    assert scores[1] > 0.2
+    assert abs(scores[0]) < 1e-5 and abs(scores[2]) < 1e-5  # dropout cannot make these passes disagree
+    logits = np.asarray(queries.head_logits(head, emb))
+    assert queries.entropy(logits, _mask(4, [0]), 1).tolist() == [1]  # entropy ties points 1 and 2 ...
+    assert queries.entropy(logits, _mask(4, [0, 1]), 1).tolist() == [2]  # ... BALD tells them apart
+    assert queries.bald(head, emb, _mask(4, []), 1, key, passes=200).tolist() == [1]
+
+
+def test_bald_uses_the_passes_and_keys_of_mcdropout():
+    """The same key gives the same dropout masks: each pass's p(predicted class) equals mcdropout's."""
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((30, 4)).astype(np.float32)
+    head, key, passes = _two_unit_head(), jax.random.key(5), 16
+    probs = np.stack([np.asarray(jax.nn.softmax(queries.head_logits(head, queries.dropout(emb, k, 0.5)), -1))
+                      for k in jax.random.split(jax.random.fold_in(key, 0), passes)])
+    predicted = np.argmax(emb @ np.asarray(head["kernel"]), -1)
+    np.testing.assert_allclose(queries.mc_dropout_scores(head, emb, key, passes=passes),
+                               probs[:, np.arange(30), predicted].var(0), rtol=1e-4, atol=1e-7)
+    def h(p):
+        return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0), -1)
+    np.testing.assert_allclose(queries.bald_scores(head, emb, key, passes=passes),
+                               h(probs.mean(0)) - h(probs).mean(0), rtol=1e-4, atol=1e-6)
+
+
+def test_registry_is_what_validation_and_the_cli_offer():
+    from inas_jax.config import RunConfig
+    assert {"sr", "mcdropout", "coreset", "random", "entropy", "margin", "bald"} <= set(queries.QUERIES)
+    assert all(name in RunConfig.__dataclass_fields__["query"].metadata["help"] for name in queries.QUERIES)

@@ -75,8 +75,7 @@ def test_corrupted_latest_round_falls_back_with_warning(tmp_path, uninterrupted,
 def test_corrupted_training_checkpoint_restarts_that_training(tmp_path, uninterrupted, monkeypatch, capsys):
     from inas_jax import train as train_mod
     real = crash_at_epoch_call(monkeypatch, 10)  # round 2, final training epoch 2 (3 candidates + 2 per round)
-    with pytest.raises(KeyboardInterrupt):
-        run_cli(RUN + [f"--workdir={tmp_path}"])
+    assert run_cli(RUN + [f"--workdir={tmp_path}"]) == 130  # interrupted
     monkeypatch.setattr(train_mod, "train_epoch", real)
     steps = list((tmp_path / "training").iterdir())
     assert steps
@@ -120,7 +119,7 @@ def _npz(tmp_path, **arrays):
 
 BAD_FLAGS = [
     (["--dataset=mnist"], "unknown dataset 'mnist'"),
-    (["--query=entropy"], "--query='entropy' is unknown"),
+    (["--query=uncertainty"], "--query='uncertainty' is unknown"),
     (["--strategy=grow"], "--strategy='grow' is unknown"),
     (["--strategy=fixed"], "needs --arch"),
     (["--arch=13,1"], "outside the grid"),
@@ -138,7 +137,14 @@ BAD_FLAGS = [
     (["--epochs=-3"], "--epochs=-3 must be positive"),
     (["--inas_epochs=0"], "--inas_epochs=0 must be positive"),
     (["--preset=huge"], "--preset='huge' is unknown"),
-    (["--checkpoint_seconds=-1"], "--checkpoint_seconds=-1.0 must be >= 0"),
+    (["--checkpoint_seconds=-1"], "--checkpoint_seconds=-1.0 must be a finite number >= 0"),
+    (["--checkpoint_seconds=nan"], "--checkpoint_seconds=nan must be a finite number >= 0"),
+    (["--lr=nan"], "--lr=nan must be a finite number"),
+    (["--max_rotation=inf"], "--max_rotation=inf must be a finite number"),
+    (["--seed=4294967296"], "--seed=4294967296 must be in 0..2147483647"),
+    (["--seed=99999999999999999999999"], "must be in 0..2147483647"),
+    (["--dropout=1"], "--dropout=1.0 must be in [0, 1)"),
+    (["--conv_impl=im2col"], "--conv_impl='im2col' is unknown"),
 ]
 
 
@@ -193,8 +199,9 @@ def test_unreadable_npz_and_bad_workdirs(tmp_path, capsys, monkeypatch):
 
 
 def test_real_command_reports_bad_flag_in_one_line():
-    proc = subprocess.run([sys.executable, "-m", "inas_jax.main", "--query=entropy"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "inas_jax.main", "--query=uncertainty"], capture_output=True, text=True,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: --query='entropy' is unknown: choose one of sr, mcdropout, "
-                                                "coreset, random"]
+    from inas_jax.queries import QUERIES
+    assert proc.stderr.strip().splitlines() == ["error: --query='uncertainty' is unknown: choose one of "
+                                                + ", ".join(QUERIES)]
