@@ -26,7 +26,6 @@ ScoreFn = Callable[[Arch, np.ndarray, np.ndarray, jax.Array], float]
 class SearchResult:
     arch: Arch
     scores: dict[Arch, float]  # every candidate trained, in the order trained
-    steps: int
 
 
 def split_train_val(n: int, key: jax.Array, val_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
@@ -51,16 +50,16 @@ def search(start: Arch, n_labelled: int, score: ScoreFn, key: jax.Array, t_inas:
     split_key, train_key = jax.random.split(key)
     train_idx, val_idx = split_train_val(n_labelled, split_key)
     scores: dict[Arch, float] = dict(known or {})
-    arch, steps = start, 0
-    for steps in range(1, t_inas + 1):
+    arch = start
+    for step in range(1, t_inas + 1):
         candidates = neighbours(arch)
         for cand in candidates:
             if cand not in scores:
                 scores[cand] = score(cand, train_idx, val_idx, candidate_key(train_key, cand))
         best = max(candidates, key=lambda c: scores[c])  # max keeps the first on ties: the current arch
-        log.info("iNAS step %d: %s -> %s (%s)", steps, arch, best,
+        log.info("iNAS step %d: %s -> %s (%s)", step, arch, best,
                  ", ".join(f"{c} {scores[c]:.3f}" for c in candidates))
         if best == arch:
             break
         arch = best
-    return SearchResult(arch, scores, steps)
+    return SearchResult(arch, scores)

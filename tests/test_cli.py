@@ -98,7 +98,7 @@ def test_resume_mid_training_equals_uninterrupted(tmp_path, monkeypatch):
     assert without_timings(results_of(tmp_path / "cut")) == without_timings(results_of(tmp_path / "whole"))
 
 
-def test_killed_process_resumes_to_the_sameresults_of(tmp_path):
+def test_killed_process_resumes_to_the_same_results(tmp_path):
     """SIGKILL the real command once round 1 is committed; rerunning it ends as an uninterrupted run."""
     flags_ = [*TINY, "--budget=100", "--query=coreset", "--strategy=fixed", "--arch=1,1"]
     assert run_cli(flags_ + [f"--workdir={tmp_path / 'whole'}"]) == 0

@@ -1,0 +1,112 @@
+"""Is the final training converged? Test accuracy of fixed architectures trained on random labels with
+S, 2S and 4S training samples, on CIFAR-10.
+
+  python experiments/convergence.py --samples=204800                  # every cell, resuming
+  python experiments/convergence.py --samples=204800 --table           # print the table only
+
+Each cell (architecture, labelled-set size, samples) trains from scratch on the seed's random initial
+labelled set (the one every run of the study starts from at that size) and is appended to --out as
+soon as it finishes, so stopping and rerunning loses at most the cell in progress. A training is
+converged at S when doubling S changes test accuracy by less than one point.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import time
+
+import jax
+from absl import app, flags
+
+from inas_jax import active
+from inas_jax.allocator import reexec_with_huge_pages
+from inas_jax.compilation import enable_persistent_cache
+from inas_jax.config import from_preset
+from inas_jax.data import load_npz
+from inas_jax.models import build_model
+from inas_jax.search_space import Arch
+from inas_jax.train import evaluate, train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NPZ = flags.DEFINE_string("npz", str(ROOT.parent / "shared" / "data" / "cifar10.npz"), "CIFAR-10 in the npz format.")
+ARCHS = flags.DEFINE_list("archs", ["1x2", "2x4"], "Architectures, BLOCKSxSTACKS.")
+LABELS = flags.DEFINE_list("labels", ["1000", "4000"], "Labelled-set sizes.")
+SAMPLES = flags.DEFINE_integer("samples", 204_800, "S: training samples of the base schedule.")
+MULTIPLIERS = flags.DEFINE_list("multipliers", ["1", "2", "4"], "Schedules of S times these.")
+SETTINGS = flags.DEFINE_list("settings", ["width=16", "batch_size=128", "epoch_size=2048"],
+                             "Settings of the trainings (name=value), on the cpu preset for cifar10.")
+SEED = flags.DEFINE_integer("seed", 0, "Seed of the labelled set, weights and batches.")
+OUT = flags.DEFINE_string("out", str(ROOT / "experiments" / "results" / "cifar_plateau" / "convergence.json"),
+                          "Results file (JSON list of cells), read and extended.")
+TABLE = flags.DEFINE_boolean("table", False, "Print the table of --out and stop.")
+
+
+def _settings() -> dict:
+    out = {}
+    for item in SETTINGS.value:
+        name, value = item.split("=", 1)
+        out[name] = int(value) if value.lstrip("-").isdigit() else value
+    return out
+
+
+def cell(dataset, arch: Arch, n: int, samples: int, settings: dict, seed: int) -> dict:
+    """Trains `arch` on the seed's n random labels for `samples` samples; its test accuracy and cost."""
+    epoch_size = settings["epoch_size"]
+    cfg = from_preset("cpu", "cifar10", epochs=samples // epoch_size, seed=seed, **settings)
+    idx = active.initial_labelled(len(dataset.x_train), n, seed)
+    model = build_model(arch, dataset.num_classes, cfg.model, dataset.channel_stats)
+    start = time.process_time()
+    result = train(model, dataset.x_train[idx], dataset.y_train[idx], cfg.train,
+                   jax.random.fold_in(jax.random.key(seed), active.FINAL_TRAINING), label=f"{arch} {n} labels {samples}")
+    test = evaluate(result.model, result.state, dataset.x_test, dataset.y_test, cfg.train.eval_batch_size)
+    return {"arch": arch.to_json(), "labels": n, "samples": samples, "settings": settings, "seed": seed,
+            "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+            "final_train_loss": result.history[-1]["loss"], "cpu_seconds": time.process_time() - start}
+
+
+def table(cells: list[dict]) -> str:
+    """Test accuracy per (arch, labels) at each schedule, and the change from the previous one."""
+    rows = ["| arch | labels | test accuracy by training samples (change from the previous schedule, points) |",
+            "|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for c in cells:
+        groups.setdefault((tuple(c["arch"]), c["labels"]), []).append(c)
+    for (arch, n), group in sorted(groups.items()):
+        group.sort(key=lambda c: c["samples"])
+        parts, prev = [], None
+        for c in group:
+            change = "" if prev is None else f" ({100 * (c['test_accuracy'] - prev):+.1f})"
+            parts.append(f"{c['samples']:,}: {c['test_accuracy']:.4f}{change}")
+            prev = c["test_accuracy"]
+        rows.append(f"| {Arch(*arch)} | {n:,} | " + "; ".join(parts) + " |")
+    return "\n".join(rows)
+
+
+def main(argv) -> int:
+    out = pathlib.Path(OUT.value)
+    cells = json.loads(out.read_text()) if out.exists() else []
+    if TABLE.value:
+        print(table(cells))
+        return 0
+    enable_persistent_cache()
+    settings = _settings()
+    dataset = load_npz(NPZ.value)
+    for text in ARCHS.value:
+        arch = Arch.parse(text)
+        for n in map(int, LABELS.value):
+            for m in map(int, MULTIPLIERS.value):
+                samples = m * SAMPLES.value
+                key = (arch.to_json(), n, samples, settings, SEED.value)
+                if any((c["arch"], c["labels"], c["samples"], c["settings"], c["seed"]) == key for c in cells):
+                    continue
+                cells.append(cell(dataset, arch, n, samples, settings, SEED.value))
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(cells, indent=1))
+                print(table(cells), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    reexec_with_huge_pages()
+    app.run(lambda argv: sys.exit(main(argv)))
