@@ -11,6 +11,9 @@ mcdropout: --passes passes over --mc_pool 32x32x3 images with A(1,1) at --width:
   (backbone once + vmapped head) vs full stochastic forward passes, of which --full_passes are timed
   and scaled to --passes. That both give the same scores for the same keys is pinned by
   tests/test_queries.py::test_mc_dropout_head_only_equals_full_stochastic_passes.
+entropy, margin, bald: the scores over --pool embeddings of dimension --dim, C = 10 and 100 classes,
+  against straightforward numpy (bald: --full_passes numpy passes timed and scaled to --passes).
+  BADGE and TypiClust: experiments/bench_clustering.py.
 inference: predict() images/s over the MC pool (TrainConfig.eval_batch_size per call) vs the training
   step's forward half (the train-mode forward at the training batch size) and the whole step.
 """
@@ -97,6 +100,65 @@ def bench_coreset():
     print(line, flush=True)
 
 
+def _numpy_softmax(logits):
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _numpy_entropy(p):
+    return -np.sum(p * np.log(np.maximum(p, 1e-30)), -1)
+
+
+def _best_of(fn, repeats=3):
+    fn()  # compile / warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def bench_scores():
+    """entropy, margin and BALD over a pool of POOL embeddings (D=DIM), C = 10 and 100, vs numpy."""
+    rng = np.random.default_rng(2)
+    emb = rng.standard_normal((POOL.value, DIM.value), np.float32)
+    mask = np.zeros(POOL.value, bool)
+    mask[:LABELLED.value] = True
+    key = jax.random.key(4)
+    for c in (10, 100):
+        head = {"kernel": rng.standard_normal((DIM.value, c), np.float32) / np.sqrt(DIM.value),
+                "bias": np.zeros(c, np.float32)}
+        logits = emb @ head["kernel"]
+        for name, ours, peer in (
+                ("entropy", lambda: queries.entropy(logits, mask, PICKS.value),
+                 lambda: np.argsort(-np.where(mask, -np.inf, _numpy_entropy(_numpy_softmax(logits))),
+                                    kind="stable")[:PICKS.value]),
+                ("margin", lambda: queries.margin(logits, mask, PICKS.value),
+                 lambda: np.argsort(np.where(mask, np.inf, np.diff(np.sort(_numpy_softmax(logits), 1)[:, -2:], axis=1)[:, 0]),
+                                    kind="stable")[:PICKS.value])):
+            t_ours, a = _best_of(ours)
+            t_peer, b = _best_of(peer)
+            print(f"{name} N={POOL.value} C={c}: inas_jax {t_ours:.3f}s | numpy {t_peer:.3f}s | "
+                  f"{t_peer / t_ours:.1f}x | picks in common {len(np.intersect1d(a, b))}/{PICKS.value} "
+                  "(float32 vs float64 near-ties)", flush=True)
+
+        def numpy_bald(passes):
+            mean_p, mean_h = 0.0, 0.0
+            for _ in range(passes):
+                keep = rng.random(emb.shape) < 0.5
+                p = _numpy_softmax(np.where(keep, emb / 0.5, 0.0) @ head["kernel"] + head["bias"])
+                mean_p, mean_h = mean_p + p / passes, mean_h + _numpy_entropy(p) / passes
+            return _numpy_entropy(mean_p) - mean_h
+
+        t_ours, _ = _best_of(lambda: queries.bald(head, emb, mask, PICKS.value, key, passes=PASSES.value), 2)
+        t = time.perf_counter()
+        numpy_bald(FULL_PASSES.value)
+        t_peer = (time.perf_counter() - t) * PASSES.value / FULL_PASSES.value
+        print(f"bald {PASSES.value} passes N={POOL.value} D={DIM.value} C={c}: inas_jax {t_ours:.2f}s | numpy "
+              f"{t_peer:.1f}s (timed {FULL_PASSES.value} passes, scaled) | {t_peer / t_ours:.1f}x", flush=True)
+
+
 def bench_mc_and_inference():
     cfg = TrainConfig(batch_size=128, epoch_size=128 * 3, flip=False, max_shift=0, max_rotation=0.0)
     stats = (np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32))
@@ -157,6 +219,7 @@ def bench_mc_and_inference():
 def main(_):
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}")
     bench_coreset()
+    bench_scores()
     bench_mc_and_inference()
 
 

@@ -15,7 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from inas_jax.clustering import badge, check_query_size as _check, typiclust
 from inas_jax.models import dropout, head_logits
+
+# TypiClust's clusters: |labelled| + b, at most this many (a k-means step costs N * k * D; the
+# authors' code caps k at 500).
+TYPICLUST_MAX_CLUSTERS = 5000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +64,6 @@ def register(name: str, help: str, uses_model: bool = True):
         QUERIES[name] = Query(fn, help, uses_model)
         return fn
     return add
-
-
-def _check(is_labelled: np.ndarray, b: int) -> None:
-    free = int(is_labelled.size - np.count_nonzero(is_labelled))
-    if not 0 < b <= free:
-        raise ValueError(f"cannot query {b} points: the pool has {free} unlabelled points")
 
 
 def _top_b(scores: np.ndarray, is_labelled: np.ndarray, b: int) -> np.ndarray:
@@ -279,6 +278,16 @@ def _bald(out, is_labelled, b, key, options):
 @register("coreset", "greedy k-center on the embeddings (Sener & Savarese; the paper's)")
 def _coreset(out, is_labelled, b, key, options):
     return coreset(out.embeddings, is_labelled, b)
+
+
+@register("badge", "k-means++ seeding on gradient embeddings (Ash et al.'s BADGE)")
+def _badge(out, is_labelled, b, key, options):
+    return badge(_probabilities(out.logits), out.embeddings, is_labelled, b, key)
+
+
+@register("typiclust", "the most typical point of the least covered k-means clusters (Hacohen et al.)")
+def _typiclust(out, is_labelled, b, key, options):
+    return typiclust(out.embeddings, is_labelled, b, key, max_clusters=TYPICLUST_MAX_CLUSTERS)
 
 
 @register("random", "uniformly at random (passive learning)", uses_model=False)

@@ -162,5 +162,6 @@ def test_bald_uses_the_passes_and_keys_of_mcdropout():
 
 def test_registry_is_what_validation_and_the_cli_offer():
     from inas_jax.config import RunConfig
-    assert {"sr", "mcdropout", "coreset", "random", "entropy", "margin", "bald"} <= set(queries.QUERIES)
+    assert {"sr", "mcdropout", "coreset", "random", "entropy", "margin", "bald", "badge", "typiclust"} == \
+        set(queries.QUERIES)
     assert all(name in RunConfig.__dataclass_fields__["query"].metadata["help"] for name in queries.QUERIES)
