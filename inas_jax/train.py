@@ -97,7 +97,7 @@ def train_step(state: TrainState, model: Model, x: jax.Array, y: jax.Array, idx:
     """
     tx = make_optimizer(cfg)
     step_key = jax.random.fold_in(key, state.step)
-    images = augment(step_key, x[idx], flip=cfg.flip, max_shift=cfg.max_shift, max_rotation=cfg.max_rotation)
+    images = augment(step_key, x, idx, flip=cfg.flip, max_shift=cfg.max_shift, max_rotation=cfg.max_rotation)
     labels = y[idx]
     dropout = {}
     if model.dropout:
