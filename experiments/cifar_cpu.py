@@ -38,7 +38,7 @@ def workdir_of(cmd: list[str]) -> pathlib.Path:
 
 def comparable(results: dict) -> list[dict]:
     """The per-round records without timings: what a rerun with the same seed must reproduce."""
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in results["rounds"]]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds")} for r in results["rounds"]]
 
 
 def run(args) -> int:

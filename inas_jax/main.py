@@ -181,6 +181,8 @@ def run() -> None:
     """The console entry point: restarts once with huge pages for glibc (inas_jax.allocator), then runs."""
     from inas_jax.allocator import reexec_with_huge_pages
     reexec_with_huge_pages()
+    for flag in flags.FLAGS.get_key_flags_for_module(__name__):  # --helpshort from the console script too
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)
 
 
