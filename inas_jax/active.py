@@ -115,6 +115,19 @@ def select(cfg: RunConfig, model: Model, state: TrainState, pool: np.ndarray, la
     return query.fn(outputs, is_labelled, b, key, queries.QueryOptions(cfg.mc_passes, cfg.mc_rate))
 
 
+class _PhaseClock:
+    """Wall and process-CPU seconds (all threads) of consecutive phases: lap(name) ends one."""
+
+    def __init__(self):
+        self.seconds, self.cpu_seconds = {}, {}
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def lap(self, name: str) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.seconds[name], self.cpu_seconds[name] = wall - self._wall, cpu - self._cpu
+        self._wall, self._cpu = wall, cpu
+
+
 def search_steps(cfg: RunConfig, round_: int) -> int:
     """iNAS steps in round `round_` (0-based): t_inas every round for inas; for longtail (Geifman &
     El-Yaniv's long-tail setting) steps until the current architecture wins in the first round, on
@@ -134,12 +147,11 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
     key = round_key(cfg, r)
     labelled_idx = state.labelled_idx
     x_lab, y_lab = dataset.x_train[labelled_idx], labels_of(dataset, labelled_idx)
-    seconds, cpu_seconds = {}, {}
+    clock = _PhaseClock()
 
     def build(arch: Arch) -> Model:
         return build_model(arch, dataset.num_classes, cfg.model, dataset.channel_stats)
 
-    t, c = time.perf_counter(), time.process_time()
     candidates = []
     arch = state.arch
     steps = search_steps(cfg, r)
@@ -159,9 +171,8 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
                        known=progress.known_scores(r))
         arch = found.arch
         candidates = [{"arch": c.to_json(), "val_accuracy": s} for c, s in found.scores.items()]
-    seconds["search"], cpu_seconds["search"] = time.perf_counter() - t, time.process_time() - c
+    clock.lap("search")
 
-    t, c = time.perf_counter(), time.process_time()
     model = build(arch)
     result = train(model, x_lab, y_lab, cfg.train, jax.random.fold_in(key, FINAL_TRAINING), capacity=cfg.budget,
                    label=f"round {r + 1} {arch}",
@@ -170,25 +181,24 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
     if not math.isfinite(test["loss"]):
         raise TrainingDiverged(f"round {r + 1} {arch}: the test loss is {test['loss']}; lower the learning rate "
                                "or check the data")
-    seconds["train"], cpu_seconds["train"] = time.perf_counter() - t, time.process_time() - c
+    clock.lap("train")
 
-    t, c = time.perf_counter(), time.process_time()
     sizes = cfg.schedule()
     new = np.zeros((0,), np.int32)
     if r + 1 < len(sizes):
         b = sizes[r + 1] - len(labelled_idx)
         new = select(cfg, result.model, result.state, dataset.x_train, labelled_idx, b,
                      jax.random.fold_in(key, QUERY))
-    seconds["query"], cpu_seconds["query"] = time.perf_counter() - t, time.process_time() - c
+    clock.lap("query")
 
     record = {"round": r + 1, "num_labelled": int(len(labelled_idx)), "arch": arch.to_json(),
               "num_params": num_params(arch, dataset.num_classes, cfg.model.width, dataset.image_shape[-1]),
               "test_accuracy": test["accuracy"], "test_loss": test["loss"],
               "final_train_loss": result.history[-1]["loss"], "candidates": candidates,
-              "num_queried": int(len(new)), "labelled_sha1": labelled_fingerprint(labelled_idx), "seconds": seconds,
-              "cpu_seconds": cpu_seconds}
+              "num_queried": int(len(new)), "labelled_sha1": labelled_fingerprint(labelled_idx),
+              "seconds": clock.seconds, "cpu_seconds": clock.cpu_seconds}
     log.info("round %d: %d labels, %s, test accuracy %.4f; queried %d (%s)", r + 1, len(labelled_idx), arch,
-             test["accuracy"], len(new), ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()))
+             test["accuracy"], len(new), ", ".join(f"{k} {v:.1f}s" for k, v in clock.seconds.items()))
     return state.replace(labelled_idx=np.concatenate([labelled_idx, new]).astype(np.int32), round=r + 1, arch=arch,
                          history=state.history + (record,))
 

@@ -52,6 +52,10 @@ class Compilations:
     compiled: int = 0
     from_disk: int = 0
 
+    def since(self, before: "Compilations") -> "Compilations":
+        """The counts between the snapshot `before` and this one."""
+        return Compilations(self.compiled - before.compiled, self.from_disk - before.from_disk)
+
     def summary(self) -> str:
         return f"{self.compiled} XLA compilations ({self.from_disk} read from the persistent cache)"
 
@@ -74,5 +78,5 @@ jax.monitoring.register_event_listener(_on_event)
 
 
 def snapshot() -> Compilations:
-    """The counts so far (a copy): subtract two snapshots to count the compilations in between."""
+    """The counts so far (a copy); `later.since(earlier)` counts the compilations in between."""
     return dataclasses.replace(COUNTS)

@@ -149,10 +149,9 @@ def _from_dict(cls, d: Any, prefix: str):
     extra, missing = sorted(set(d) - set(names)), [n for n in names if n not in d]
     if extra or missing:
         raise ConfigError(f"{'unknown' if extra else 'missing'} setting {prefix}{(extra or missing)[0]}")
-    hints = typing.get_type_hints(cls)
     values = {}
     for name in names:
-        tp, value = hints[name], d[name]
+        tp, value = _HINTS[cls][name], d[name]
         if dataclasses.is_dataclass(tp) and tp is not Arch:
             values[name] = _from_dict(tp, value, f"{prefix}{name}.")
         else:

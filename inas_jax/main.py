@@ -129,7 +129,7 @@ def main(argv) -> int:
         dataset = load_dataset(cfg.dataset, _DATA_DIR.value)
         validate(cfg, pool_size=len(dataset.x_train))
         prepare_workdir(workdir)
-        store = RunStore(workdir, cfg, getattr(dataset, "fingerprint", None), _CKPT_SECONDS.value)
+        store = RunStore(workdir, cfg, dataset.fingerprint, _CKPT_SECONDS.value)
         store.open()
     except (ConfigError, DataError, WorkdirError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -151,9 +151,7 @@ def main(argv) -> int:
         return 1
     finally:
         store.close()
-    now = compilation.snapshot()
-    done = compilation.Compilations(now.compiled - compiled_before.compiled, now.from_disk - compiled_before.from_disk)
-    log.info("%s; cache %s", done.summary(), cache or "off")
+    log.info("%s; cache %s", compilation.snapshot().since(compiled_before).summary(), cache or "off")
     print(format_table(state.history))
     print(f"results: {os.path.join(workdir, 'results.json')}")
     return 0
