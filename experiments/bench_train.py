@@ -7,11 +7,13 @@
 Each row times `--repeats` epochs of `--steps` SGD steps of inas_jax.train.train_epoch (after a
 compile/warm-up epoch; the best counts) on random 32x32x3 uint8 images, once with augmentation off
 (the peer's setting) and once with it on, and counts the minor page faults per step. It then runs
-../shared/tools/peer_resnet_torch.py (best of `--repeats` runs) with the same architecture twice, as
-shipped and with the huge-page malloc tunable this script restarts itself with (inas_jax.allocator;
-it speeds PyTorch up as well), and reports both ratios and the fraction of this machine's fp32
-matmul rate (measured first) that each reaches, both counted with the direct convolution's FLOPs (the
-Winograd convolutions do 2.25x fewer multiplications, so jax's is an effective rate). With
+../shared/tools/peer_resnet_torch.py (its best of `--repeats` timed runs) with the same architecture in
+every configuration a PyTorch user would try: eager NCHW, --channels_last, --channels_last --compile,
+each as shipped and with the huge-page malloc tunable this script restarts itself with (`+h`;
+inas_jax.allocator, it speeds PyTorch up as well). It prints every peer's images/s, jax's ratio to the
+best of them, augmentation's cost (jax / jax+aug - 1) and the fraction of this machine's fp32 matmul
+rate (measured first) jax reaches, counted with the direct convolution's FLOPs (the Winograd
+convolutions do 2.25x fewer multiplications, so it is an effective rate). With
 --profile_top=K it also traces the timed steps (jax.profiler, XLA:CPU per-op trace events) and prints
 the K most expensive compiled ops with the JAX operation each came from.
 The peer needs torch: give its interpreter with --peer_python (see the README's benchmark section).
@@ -54,6 +56,7 @@ REPEATS = flags.DEFINE_integer("repeats", 3, "Timed epochs (and peer runs) per a
 PEER_PY = flags.DEFINE_string("peer_python", None, "Python with torch for the peer; skipped when absent.")
 PATCH_MAX = flags.DEFINE_integer("patch_max_size", PATCH_MAX_SIZE, "Patch-GEMM convolutions up to this output size "
                                  "(4 was the rule before; with INAS_JAX_DEFAULT_MALLOC=1, the old setup).")
+FUSED_BN = flags.DEFINE_bool("fused_batchnorm", True, "inas_jax's BatchNorm (--nofused_batchnorm: flax's).")
 WINOGRAD = flags.DEFINE_bool("winograd", True, "Winograd F(2x2,3x3) for 3x3 stride-1 convs (--nowinograd: patch "
                              "GEMMs and XLA's convolution only).")
 PROFILE_TOP = flags.DEFINE_integer("profile_top", 0, "Print the K most expensive XLA ops per step (0: off).")
@@ -67,7 +70,7 @@ def jax_images_per_s(arch: Arch, augmented: bool, profile: bool = False) -> tupl
     cfg = TrainConfig(epochs=1, epoch_size=BATCH.value * STEPS.value, batch_size=BATCH.value,
                       flip=augmented, max_shift=4 if augmented else 0, max_rotation=15.0 if augmented else 0.0)
     model = build_model(arch, 10, ModelConfig(width=WIDTH.value, patch_max_size=PATCH_MAX.value,
-                                              winograd=WINOGRAD.value), STATS)
+                                              winograd=WINOGRAD.value, fused_batchnorm=FUSED_BN.value), STATS)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(0, 256, (BATCH.value * 4, 32, 32, 3), np.uint8))
     y = jnp.asarray(rng.integers(0, 10, (BATCH.value * 4,), np.int32))
@@ -136,19 +139,24 @@ def matmul_ceiling_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def peer_images_per_s(arch: Arch, huge_pages: bool) -> float | None:
-    """The peer's images/s, best of REPEATS runs, without GLIBC_TUNABLES or with inas_jax's (huge pages)."""
+PEER_CONFIGS = {  # name -> (peer flags, with the huge-page tunable)
+    "eager": ([], False), "cl": (["--channels_last"], False), "cl+compile": (["--channels_last", "--compile"], False),
+    "eager+h": ([], True), "cl+h": (["--channels_last"], True), "cl+compile+h": (["--channels_last", "--compile"], True),
+}
+
+
+def peer_images_per_s(arch: Arch, flags_: list[str], huge_pages: bool) -> float | None:
+    """The peer's images/s (its own best of REPEATS timed runs after a warm-up) with extra flags
+    (--channels_last, --compile), without GLIBC_TUNABLES or with inas_jax's (huge pages)."""
     if not PEER_PY.value or not PEER.exists():
         return None
     plain = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     env = with_huge_pages(plain) if huge_pages else plain
-    rates = []
-    for _ in range(REPEATS.value):
-        out = subprocess.run([PEER_PY.value, str(PEER), "--blocks", str(arch.blocks), "--stacks", str(arch.stacks),
-                              "--width", str(WIDTH.value), "--batch", str(BATCH.value), "--steps", str(STEPS.value)],
-                             capture_output=True, text=True, check=True, env=env).stdout
-        rates.append(float(re.search(r"images_per_s=([\d.]+)", out).group(1)))
-    return max(rates)
+    out = subprocess.run([PEER_PY.value, str(PEER), "--blocks", str(arch.blocks), "--stacks", str(arch.stacks),
+                          "--width", str(WIDTH.value), "--batch", str(BATCH.value), "--steps", str(STEPS.value),
+                          "--repeats", str(REPEATS.value), *flags_],
+                         capture_output=True, text=True, check=True, env=env).stdout
+    return float(re.search(r"images_per_s=([\d.]+)", out).group(1))
 
 
 def cell(value: float | None, width: int, digits: int = 1, suffix: str = "") -> str:
@@ -163,22 +171,20 @@ def main(_):
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, width {WIDTH.value}, batch {BATCH.value}, "
           f"{STEPS.value} steps x {REPEATS.value}; fp32 matmul ceiling {ceiling:.0f} GFLOP/s (jitted 2048^2 "
           f"matmul); GLIBC_TUNABLES={TUNABLE} {'on' if huge_pages_active() else 'off'}, patch GEMMs up to "
-          f"{PATCH_MAX.value}x{PATCH_MAX.value}, Winograd {'on' if WINOGRAD.value else 'off'}")
-    print(f"{'arch':8} {'params':>11} {'GFLOP/img':>10} {'jax img/s':>10} {'faults/step':>12} {'jax+aug':>9} "
-          f"{'torch img/s':>12} {'jax/torch':>10} {'torch+huge':>13} {'jax/torch+h':>12} {'jax %ceil':>10} "
-          f"{'torch+h %ceil':>14}")
+          f"{PATCH_MAX.value}x{PATCH_MAX.value}, Winograd {'on' if WINOGRAD.value else 'off'}, "
+          f"{'fused' if FUSED_BN.value else 'flax'} BatchNorm")
+    print(f"{'arch':8} {'params':>10} {'GFLOP/img':>9} {'jax':>8} {'faults':>7} {'jax+aug':>8} {'aug cost':>8} "
+          + " ".join(f"{name:>12}" for name in PEER_CONFIGS) + f" {'jax/best':>8} {'jax %ceil':>9}")
     for text in FLAGS.value:
         arch = Arch.parse(text)
         flop = train_gflop_per_image(arch)
         plain, faults = jax_images_per_s(arch, augmented=False)
         aug, _ = jax_images_per_s(arch, augmented=True)
-        peer, peer_huge = peer_images_per_s(arch, False), peer_images_per_s(arch, True)
-        ratio = lambda other: plain / other if other else None  # noqa: E731
-        print(f"{str(arch):8} {num_params(arch, 10, WIDTH.value):11,d} {flop:10.3f} {plain:10.1f} {faults:12.0f} "
-              f"{aug:9.1f} "
-              f"{cell(peer, 12)} {cell(ratio(peer), 10, 2)} {cell(peer_huge, 13)} {cell(ratio(peer_huge), 12, 2)} "
-              f"{cell(100 * plain * flop / ceiling, 10, 1, '%')} "
-              f"{cell(peer_huge and 100 * peer_huge * flop / ceiling, 14, 1, '%')}", flush=True)
+        peers = {name: peer_images_per_s(arch, f, h) for name, (f, h) in PEER_CONFIGS.items()}
+        best = max((v for v in peers.values() if v), default=None)
+        print(f"{str(arch):8} {num_params(arch, 10, WIDTH.value):10,d} {flop:9.3f} {plain:8.1f} {faults:7.0f} "
+              f"{aug:8.1f} {100 * (plain / aug - 1):7.1f}% " + " ".join(cell(v, 12) for v in peers.values())
+              + f" {cell(best and plain / best, 8, 2)} {cell(100 * plain * flop / ceiling, 9, 1, '%')}", flush=True)
         if PROFILE_TOP.value:
             jax_images_per_s(arch, augmented=False, profile=True)
 

@@ -1,13 +1,17 @@
 """Is the final training converged? Test accuracy of fixed architectures trained on random labels with
-S, 2S and 4S training samples, on CIFAR-10.
+S, 2S (and 4S) training samples, on CIFAR-10.
 
-  python experiments/convergence.py --samples=204800                  # every cell, resuming
-  python experiments/convergence.py --samples=204800 --table           # print the table only
+  python experiments/convergence.py --preset=cifar_plateau --multipliers=1,2   # S per the preset's rule
+  python experiments/convergence.py --samples=122880                           # one S for every label count
+  python experiments/convergence.py --table                                     # print the table only
 
-Each cell (architecture, labelled-set size, samples) trains from scratch on the seed's random initial
-labelled set (the one every run of the study starts from at that size) and is appended to --out as
-soon as it finishes, so stopping and rerunning loses at most the cell in progress. A training is
-converged at S when doubling S changes test accuracy by less than one point.
+S is --samples, or with --preset the samples of that preset's final training at each labelled-set
+size (RunConfig.round_train: epochs x epoch_size, its training settings). Each cell (architecture,
+labelled-set size, samples) trains from scratch on the seed's random initial labelled set (the one
+every run of the study starts from at that size) and is appended to --out as soon as it finishes,
+so stopping and rerunning loses at most the cell in progress; cells already measured (same
+settings) are reused. A training is converged at S when doubling S changes test accuracy by less
+than one point.
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 NPZ = flags.DEFINE_string("npz", str(ROOT.parent / "shared" / "data" / "cifar10.npz"), "CIFAR-10 in the npz format.")
 ARCHS = flags.DEFINE_list("archs", ["1x2", "2x4"], "Architectures, BLOCKSxSTACKS.")
 LABELS = flags.DEFINE_list("labels", ["1000", "4000"], "Labelled-set sizes.")
-SAMPLES = flags.DEFINE_integer("samples", 204_800, "S: training samples of the base schedule.")
+SAMPLES = flags.DEFINE_integer("samples", 204_800, "S: training samples of the base schedule (without --preset).")
+PRESET = flags.DEFINE_string("preset", None, "Take S per labelled-set size and --settings from this preset.")
 MULTIPLIERS = flags.DEFINE_list("multipliers", ["1", "2", "4"], "Schedules of S times these.")
 SETTINGS = flags.DEFINE_list("settings", ["width=16", "batch_size=128", "epoch_size=2048"],
                              "Settings of the trainings (name=value), on the cpu preset for cifar10.")
@@ -91,12 +96,17 @@ def main(argv) -> int:
         return 0
     enable_persistent_cache()
     settings = _settings()
+    preset = PRESET.value and from_preset(PRESET.value, "cifar10")
+    if preset:
+        settings = {"width": preset.model.width, "batch_size": preset.train.batch_size,
+                    "epoch_size": preset.train.epoch_size}
     dataset = load_npz(NPZ.value)
     for text in ARCHS.value:
         arch = Arch.parse(text)
         for n in map(int, LABELS.value):
+            base = preset.round_train(n).epochs * preset.train.epoch_size if preset else SAMPLES.value
             for m in map(int, MULTIPLIERS.value):
-                samples = m * SAMPLES.value
+                samples = m * base
                 key = (arch.to_json(), n, samples, settings, SEED.value)
                 if any((c["arch"], c["labels"], c["samples"], c["settings"], c["seed"]) == key for c in cells):
                     continue

@@ -32,8 +32,14 @@ def grid(queries: list[str]) -> list[tuple[str, str | None, str]]:
 
 SETTINGS = {
     "main": dict(runs=grid(["sr", "mcdropout", "coreset"]) + [("inas", None, "random")], extra=[]),
-    # The CPU-scale study of experiments/cifar_cpu.py: every query, random too, under every strategy.
+    # The first CPU-scale study of experiments/study.py: every query, random too, under every strategy.
     "cifar_cpu": dict(runs=grid(["sr", "coreset", "mcdropout", "random"]), extra=[], preset="cifar_cpu"),
+    # The plateau study of experiments/study.py, in tiers (each tier for every seed before the next):
+    # iNAS vs fixed A(2,4) under random and sr, then A(1,2) under them, then the other queries.
+    "cifar_plateau": dict(tiers=[[("inas", None, "random"), ("fixed", "2,4", "random"), ("inas", None, "sr"),
+                                  ("fixed", "2,4", "sr")],
+                                 [("fixed", "1,2", "random"), ("fixed", "1,2", "sr")],
+                                 grid(["coreset", "mcdropout", "typiclust"])], extra=[], preset="cifar_plateau"),
     "sener": dict(runs=grid(["sr", "mcdropout", "coreset"]),
                   extra=["--initial_size=5000", "--query_sizes=5000,5000,5000,30000", "--budget=50000"]),
     "longtail": dict(runs=[("longtail", None, "coreset")],
@@ -43,10 +49,9 @@ SETTINGS = {
 
 def commands(experiment: str, dataset: str, seeds: list[int], data_dir: str | None) -> list[list[str]]:
     setting = SETTINGS[experiment]
-    runs = setting["runs"]
     out = []
-    for seed in seeds:
-        for strategy, arch, query in runs:
+    for tier, seed in [(tier, seed) for tier in setting.get("tiers", [setting.get("runs")]) for seed in seeds]:
+        for strategy, arch, query in tier:
             name = run_name(from_preset(setting.get("preset", "paper"), dataset, strategy=strategy, query=query,
                                         seed=seed, **({"arch": arch} if arch else {})))
             cmd = [sys.executable, "-m", "inas_jax.main", f"--preset={setting.get('preset', 'paper')}",

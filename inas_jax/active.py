@@ -156,7 +156,7 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
     arch = state.arch
     steps = search_steps(cfg, r)
     if steps:
-        cand_cfg = cfg.candidate_train
+        cand_cfg = cfg.round_candidate_train(len(labelled_idx))
 
         def score(cand: Arch, train_idx, val_idx, cand_key) -> float:
             model = build(cand)
@@ -174,10 +174,11 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
     clock.lap("search")
 
     model = build(arch)
-    result = train(model, x_lab, y_lab, cfg.train, jax.random.fold_in(key, FINAL_TRAINING), capacity=cfg.budget,
+    final_cfg = cfg.round_train(len(labelled_idx))
+    result = train(model, x_lab, y_lab, final_cfg, jax.random.fold_in(key, FINAL_TRAINING), capacity=cfg.budget,
                    label=f"round {r + 1} {arch}",
-                   **progress.training_hooks(r, "final", _template(model, cfg.train, dataset)))
-    test = evaluate(result.model, result.state, dataset.x_test, dataset.y_test, cfg.train.eval_batch_size)
+                   **progress.training_hooks(r, "final", _template(model, final_cfg, dataset)))
+    test = evaluate(result.model, result.state, dataset.x_test, dataset.y_test, final_cfg.eval_batch_size)
     if not math.isfinite(test["loss"]):
         raise TrainingDiverged(f"round {r + 1} {arch}: the test loss is {test['loss']}; lower the learning rate "
                                "or check the data")

@@ -98,6 +98,9 @@ class RunConfig:
     query_sizes: tuple[int, ...] = setting((100,), "Query batch sizes in order; the last repeats (paper: "
                                                    "2000,2000,2000,2000,5000).")
     budget: int = setting(500, "Total labels at the last round.")
+    train_passes: float = setting(0.0, "If > 0, a round's final training lasts max(epochs, ceil(train_passes * "
+                                       "labels / epoch_size)) epochs, so training grows with the labelled set "
+                                       "(candidates keep inas_epochs / epochs of it).")
     inas_epochs: int = setting(4, "Epochs per iNAS candidate (paper 50).")
     t_inas: int = setting(1, "iNAS steps per round (paper 1).")
     seed: int = setting(0, f"Seed of the initial set, weights, batches and queries (0..{MAX_SEED}).")
@@ -106,10 +109,20 @@ class RunConfig:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
 
-    @property
-    def candidate_train(self) -> TrainConfig:
-        """iNAS candidates: the final training's schedule, stopped after inas_epochs."""
-        return self.train.replace(epochs=self.inas_epochs, schedule_epochs=self.train.epochs)
+    def round_train(self, n_labelled: int) -> TrainConfig:
+        """The final training of a round with n_labelled labels: `train`, its epochs raised to cover
+        `train_passes` passes over the labelled set when that is set."""
+        epochs = self.train.epochs
+        if self.train_passes:
+            epochs = max(epochs, math.ceil(self.train_passes * n_labelled / self.train.epoch_size - 1e-6))
+        return self.train.replace(epochs=epochs)
+
+    def round_candidate_train(self, n_labelled: int) -> TrainConfig:
+        """iNAS candidates: the round's final schedule, stopped after the same fraction of it as
+        inas_epochs is of epochs (the paper's 50 of 200)."""
+        final = self.round_train(n_labelled).epochs
+        return self.train.replace(epochs=max(1, round(final * self.inas_epochs / self.train.epochs)),
+                                  schedule_epochs=final)
 
     def schedule(self) -> list[int]:
         """Labelled-set sizes of the rounds: initial_size, then + query_sizes[i] (last repeating), to budget."""
@@ -240,6 +253,12 @@ PRESETS: dict[str, dict] = {
     "cifar_cpu": dict(width=16, epochs=30, epoch_size=2048, batch_size=128, inas_epochs=8, initial_size=1000,
                       query_sizes=(500, 500, 1000), budget=4000, t_inas=1, patch_max_size=4, winograd=False,
                       eval_batch_size=1000),
+    # CIFAR-10 at CPU scale with every final training run to a plateau (experiments/convergence.py): at
+    # least 240 epochs of 2,048 samples, and 120 epochs per 1,000 labels (245.76 passes over the
+    # labelled set) from 2,000 labels on; candidates train a quarter of it. Labels 1,000..4,000 in
+    # steps of 1,000. See README "CIFAR-10 trained to a plateau".
+    "cifar_plateau": dict(width=16, epochs=240, train_passes=245.76, epoch_size=2048, batch_size=128,
+                          inas_epochs=60, initial_size=1000, query_sizes=(1000,), budget=4000, t_inas=1),
 }
 # Augmentation per dataset: natural images get flips, 4-pixel shifts and 15-degree rotations (the
 # paper's); the 8x8 digits no mirroring and smaller moves.
@@ -320,6 +339,11 @@ def validate(cfg: RunConfig, pool_size: int | None = None) -> None:
                           "training points")
     if t.max_shift < 0 or t.max_rotation < 0:
         raise ConfigError("--max_shift and --max_rotation must be >= 0")
+    if cfg.train_passes < 0:
+        raise ConfigError(f"--train_passes={cfg.train_passes} must be >= 0")
+    if cfg.inas_epochs > t.epochs:
+        raise ConfigError(f"--inas_epochs={cfg.inas_epochs} exceeds --epochs={t.epochs}: candidates train a part "
+                          "of the final schedule")
     if not 0.0 < cfg.mc_rate < 1.0:
         raise ConfigError(f"--mc_rate={cfg.mc_rate} must be in (0, 1)")
     if not 0.0 <= m.dropout < 1.0:

@@ -9,6 +9,7 @@ with a 1x1 stride-2 conv + BN projection shortcut. The head is global average po
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -28,8 +29,20 @@ def dropout(embedding: jax.Array, key: jax.Array | None, rate: float) -> jax.Arr
     """
     if key is None or rate == 0.0:
         return embedding
-    keep = jax.random.bernoulli(key, 1.0 - rate, embedding.shape)
+    keep = keep_mask(key, 1.0 - rate, embedding.shape)
     return jnp.where(keep, embedding / (1.0 - rate), 0.0).astype(embedding.dtype)
+
+
+def keep_mask(key: jax.Array, p: float, shape: tuple[int, ...]) -> jax.Array:
+    """Independent Bernoulli(p) booleans of `shape`. For p = 0.5 (the paper's MC-dropout) each is one
+    bit of a random uint32 word, 32 per word: ~5x cheaper than a uniform draw per element, which is
+    most of the cost of 100 MC passes over a pool."""
+    if p != 0.5:
+        return jax.random.bernoulli(key, p, shape)
+    size = math.prod(shape)
+    words = jax.random.bits(key, (-(-size // 32),), jnp.uint32)
+    bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    return bits.reshape(-1)[:size].reshape(shape).astype(bool)
 
 
 def head_logits(head: Any, embedding: jax.Array) -> jax.Array:

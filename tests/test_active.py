@@ -105,3 +105,21 @@ def test_label_isolation(digits, query):
     np.testing.assert_array_equal(a.labelled_idx, b.labelled_idx)
     assert a.history[0]["test_accuracy"] == b.history[0]["test_accuracy"]
     assert len(a.labelled_idx) == 60 and len(set(a.labelled_idx.tolist())) == 60
+
+
+def test_training_grows_with_the_labelled_set_under_train_passes():
+    """round_train: max(epochs, ceil(passes * labels / epoch_size)); candidates keep inas_epochs/epochs
+    of that schedule; without train_passes every round trains `epochs` and candidates `inas_epochs`."""
+    cfg = from_preset("cifar_plateau", "cifar10")
+    assert cfg.schedule() == [1000, 2000, 3000, 4000]
+    assert [cfg.round_train(n).epochs for n in cfg.schedule()] == [240, 240, 360, 480]
+    cand = cfg.round_candidate_train(4000)
+    assert (cand.epochs, cand.schedule_epochs) == (120, 480)
+    assert cfg.round_train(4000).step_config() == cand.step_config()  # the candidate shares the final step
+    plain = from_preset("cifar_cpu", "cifar10")
+    assert {plain.round_train(n).epochs for n in plain.schedule()} == {30}
+    assert (plain.round_candidate_train(4000).epochs, plain.round_candidate_train(4000).schedule_epochs) == (8, 30)
+    with pytest.raises(ConfigError, match="--train_passes=-1.0 must be >= 0"):
+        validate(cfg.replace(train_passes=-1.0))
+    with pytest.raises(ConfigError, match="--inas_epochs=300 exceeds --epochs=240"):
+        validate(cfg.replace(inas_epochs=300))

@@ -170,3 +170,18 @@ def test_auto_lowering_uses_winograd_for_3x3_stride_1_convs_only():
 def test_unknown_conv_impl_is_refused():
     with pytest.raises(ValueError, match="conv_impl='im2col' is unknown"):
         ConvLowering("im2col")
+
+
+@pytest.mark.parametrize("p", [0.5, 0.8])
+def test_keep_mask_is_bernoulli_p_and_independent(p):
+    """One-bit masks (p = 0.5) and uniform-draw masks alike: the right rate, uncorrelated neighbours
+    (bit k and bit k+1 of a word, and across words), different per key, any shape."""
+    from inas_jax.models import keep_mask
+    mask = np.asarray(keep_mask(jax.random.key(0), p, (4000, 50)))
+    assert mask.shape == (4000, 50) and mask.dtype == bool
+    assert abs(mask.mean() - p) < 0.01
+    flat = mask.reshape(-1).astype(float)
+    for lag in (1, 31, 32, 33):
+        assert abs(np.corrcoef(flat[:-lag], flat[lag:])[0, 1]) < 0.01
+    assert (np.asarray(keep_mask(jax.random.key(1), p, (4000, 50))) != mask).mean() > 0.3
+    assert keep_mask(jax.random.key(0), p, (3, 5, 7)).shape == (3, 5, 7)

@@ -205,5 +205,13 @@ def test_paper_experiment_commands():
     study = paper.commands("cifar_cpu", "npz:../shared/data/cifar10.npz", [0, 1], None)
     assert len(study) == 2 * 4 * 3 and all("--preset=cifar_cpu" in c for c in study)
     assert "--workdir=runs/cifar_cpu/cifar10_fixed2x4_random_seed1" in study[-1]
+    plateau = [" ".join(c) for c in paper.commands("cifar_plateau", "npz:data/cifar10.npz", [0, 1, 2], None)]
+    assert len(plateau) == 3 * (4 + 2 + 9) and all("--preset=cifar_plateau" in c for c in plateau)
+    first_tier = [c.split("--workdir=runs/cifar_plateau/")[1].split()[0] for c in plateau[:12]]
+    assert first_tier[:4] == ["cifar10_inas_random_seed0", "cifar10_fixed2x4_random_seed0", "cifar10_inas_sr_seed0",
+                              "cifar10_fixed2x4_sr_seed0"]
+    assert {n.rsplit("_seed", 1)[0] for n in first_tier} == {"cifar10_inas_random", "cifar10_fixed2x4_random",
+                                                               "cifar10_inas_sr", "cifar10_fixed2x4_sr"}
+    assert "--query=typiclust" in plateau[-1]
     sener = paper.commands("sener", "cifar10", [0], None)
     assert all("--query_sizes=5000,5000,5000,30000" in c for c in sener)

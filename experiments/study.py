@@ -1,11 +1,12 @@
-"""The CIFAR-10 study at CPU scale: every query x strategy x seed with --preset=cifar_cpu.
+"""The CIFAR-10 studies at CPU scale: every query x strategy x seed of a preset (experiments/paper.py).
 
-  python experiments/cifar_cpu.py run --seeds=0,1        # runs (or resumes) every configuration in turn
-  python experiments/cifar_cpu.py report                 # figures + summary.md from the committed results
-  python experiments/cifar_cpu.py verify cifar10_inas_sr_seed0   # rerun one configuration, compare
+  python experiments/study.py run --seeds=0,1,2          # the cifar_plateau study, resuming, tier by tier
+  python experiments/study.py report                     # figures + summary.md from the committed results
+  python experiments/study.py verify cifar10_inas_sr_seed0   # rerun one configuration, compare
+  python experiments/study.py --study=cifar_cpu verify cifar10_fixed1x2_sr_seed0   # the first study
 
-`run` works in runs/cifar_cpu/NAME (checkpoints; not committed) and copies each finished run's
-results.json to experiments/results/cifar_cpu/runs/NAME.json. Stopping it at any moment loses at most
+`run` works in runs/STUDY/NAME (checkpoints; not committed) and copies each finished run's
+results.json to experiments/results/STUDY/runs/NAME.json. Stopping it at any moment loses at most
 the work since the last checkpoint: the same command resumes. `verify` reruns one configuration from
 scratch in a temporary workdir and checks that the labelled indices (sha1 per round), architectures,
 candidate scores and accuracies equal the committed file; exit status 1 if they do not.
@@ -23,13 +24,14 @@ import tempfile
 import paper
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results" / "cifar_cpu"
+RESULTS = ROOT / "experiments" / "results"
 DEFAULT_NPZ = "../shared/data/cifar10.npz"
+STUDIES = ("cifar_plateau", "cifar_cpu")
 
 
-def study(npz: str, seeds: list[int]) -> list[tuple[str, list[str]]]:
-    """(name, driver command) of every configuration, seed by seed."""
-    return [(workdir_of(cmd).name, cmd) for cmd in paper.commands("cifar_cpu", f"npz:{npz}", seeds, None)]
+def study(name: str, npz: str, seeds: list[int]) -> list[tuple[str, list[str]]]:
+    """(run name, driver command) of every configuration of study `name`, in paper.py's order."""
+    return [(workdir_of(cmd).name, cmd) for cmd in paper.commands(name, f"npz:{npz}", seeds, None)]
 
 
 def workdir_of(cmd: list[str]) -> pathlib.Path:
@@ -42,10 +44,11 @@ def comparable(results: dict) -> list[dict]:
 
 
 def run(args) -> int:
-    (RESULTS / "runs").mkdir(parents=True, exist_ok=True)
-    todo = study(args.npz, args.seeds)
+    results = RESULTS / args.study
+    (results / "runs").mkdir(parents=True, exist_ok=True)
+    todo = study(args.study, args.npz, args.seeds)
     for i, (name, cmd) in enumerate(todo):
-        target = RESULTS / "runs" / f"{name}.json"
+        target = results / "runs" / f"{name}.json"
         if target.exists():
             print(f"[{i + 1}/{len(todo)}] {name}: done", flush=True)
             continue
@@ -58,20 +61,21 @@ def run(args) -> int:
 
 
 def report(args) -> int:
-    files = sorted(str(p) for p in (RESULTS / "runs").glob("*.json"))
+    results = RESULTS / args.study
+    files = sorted(str(p) for p in (results / "runs").glob("*.json"))
     if not files:
-        print(f"error: no results under {RESULTS / 'runs'}; run the study first", file=sys.stderr)
+        print(f"error: no results under {results / 'runs'}; run the study first", file=sys.stderr)
         return 2
-    return subprocess.run([sys.executable, "-m", "inas_jax.report", f"--out={RESULTS}", *files], cwd=ROOT).returncode
+    return subprocess.run([sys.executable, "-m", "inas_jax.report", f"--out={results}", *files], cwd=ROOT).returncode
 
 
 def verify(args) -> int:
-    committed = RESULTS / "runs" / f"{args.name}.json"
+    committed = RESULTS / args.study / "runs" / f"{args.name}.json"
     if not committed.exists():
         print(f"error: no committed results for {args.name!r} in {committed.parent}", file=sys.stderr)
         return 2
     seed = int(args.name.rsplit("seed", 1)[1])
-    cmd = dict(study(args.npz, [seed]))[args.name]
+    cmd = dict(study(args.study, args.npz, [seed]))[args.name]
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [a if not a.startswith("--workdir=") else f"--workdir={tmp}/run" for a in cmd]
         if subprocess.run(cmd, cwd=ROOT).returncode != 0:
@@ -92,10 +96,11 @@ def verify(args) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--study", default=STUDIES[0], choices=STUDIES, help="the preset of the study")
     parser.add_argument("--npz", default=DEFAULT_NPZ, help="CIFAR-10 in the npz format (relative to the repo root)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run")
-    p.add_argument("--seeds", default="0,1", type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
     sub.add_parser("report")
     p = sub.add_parser("verify")
     p.add_argument("name", help="a run name, e.g. cifar10_inas_sr_seed0")
