@@ -1,7 +1,7 @@
 """python -m inas_jax.report --out=DIR RUN [RUN ...]: learning curves and architectures from results.json.
 
 RUN is a workdir, a results.json, or a glob of either. Runs with the same dataset, strategy (iNAS or
-the fixed architecture) and query are seeds of one curve, drawn as mean +- std over seeds.
+the fixed architecture) and query are seeds of one curve, drawn as mean +- sample std (ddof=1) over seeds.
 
 Input is checked before anything is written; a violation prints one `error:` line, exit status 2:
   - every results.json is a JSON object with a config (dataset, strategy, query, seed, arch) and a
@@ -16,9 +16,13 @@ a warning on stderr naming each run's count. Writes:
   curves_<strategy>.png   test accuracy vs labels, one line per query
   compare_<query>.png     the same query under every strategy
   architectures.png       the architecture iNAS chose per round (blocks x stacks and parameters)
+  compute.png             test accuracy against cumulative CPU hours (runs that record cpu_seconds)
   summary.md              area under each learning curve (mean accuracy over the label range) and final accuracy;
-                          AUC differences paired by seed (query - random, iNAS - fixed); iNAS's
-                          architecture in every round of every run
+                          accuracy at each label count (with --reference rows); AUC differences
+                          paired by seed (query - random, iNAS - fixed) with 95% paired-t intervals,
+                          a finding only where the interval excludes 0; CPU hours per phase and
+                          iNAS's cost as a multiple of the fixed runs'; iNAS's architecture in every
+                          round of every run
 """
 from __future__ import annotations
 
@@ -191,12 +195,37 @@ def uneven_rounds(groups) -> list[str]:
     return out
 
 
+# Two-sided 95% quantiles of Student's t with df = 1..30 degrees of freedom (normal beyond).
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def sample_std(values, axis=0) -> np.ndarray:
+    """Standard deviation over seeds with ddof=1 (the sample's); 0 for a single seed."""
+    values = np.asarray(values, float)
+    return values.std(axis, ddof=1) if values.shape[axis] > 1 else np.zeros(np.delete(values.shape, axis))
+
+
+def t_interval(diffs) -> tuple[float, float] | None:
+    """95% paired-t interval of the mean of per-seed differences; None for fewer than two seeds."""
+    n = len(diffs)
+    if n < 2:
+        return None
+    half = (T975[n - 2] if n - 1 <= len(T975) else 1.96) * float(np.std(diffs, ddof=1)) / math.sqrt(n)
+    return float(np.mean(diffs)) - half, float(np.mean(diffs)) + half
+
+
+def _mean_sd(values) -> str:
+    return f"{np.mean(values):.4f} +- {float(sample_std(values)):.4f}" if len(values) > 1 else \
+        f"{np.mean(values):.4f} (one seed)"
+
+
 def curve(runs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels (R,), mean accuracy (R,), std (R,)) over seeds, on the rounds every seed completed."""
+    """(labels (R,), mean accuracy (R,), sample std (R,)) over seeds, on the rounds every seed completed."""
     n = min(len(r["rounds"]) for r in runs)
     labels = np.array([r["num_labelled"] for r in runs[0]["rounds"][:n]])
     acc = np.array([[r["test_accuracy"] for r in run["rounds"][:n]] for run in runs])
-    return labels, acc.mean(0), acc.std(0)
+    return labels, acc.mean(0), sample_std(acc)
 
 
 def area_under_curve(labels: np.ndarray, accuracy: np.ndarray) -> float:
@@ -213,15 +242,75 @@ def run_auc(run: dict, rounds: int) -> float:
 
 
 def summary_table(groups) -> str:
-    rows = ["| dataset | strategy | query | seeds | labels | AUC (mean +- std) | final accuracy (mean +- std) |",
+    rows = ["| dataset | strategy | query | seeds | labels | AUC (mean +- sd) | final accuracy (mean +- sd) |",
             "|---|---|---|---|---|---|---|"]
     for (dataset, strategy, query), runs in sorted(groups.items()):
         labels, _, _ = curve(runs)
         aucs = [run_auc(run, len(labels)) for run in runs]
         finals = [run["rounds"][len(labels) - 1]["test_accuracy"] for run in runs]
         rows.append(f"| {dataset} | {strategy} | {query} | {len(runs)} | {labels[0]}-{labels[-1]} | "
-                    f"{np.mean(aucs):.4f} +- {np.std(aucs):.4f} | {np.mean(finals):.4f} +- {np.std(finals):.4f} |")
+                    f"{_mean_sd(aucs)} | {_mean_sd(finals)} |")
     return "\n".join(rows) + "\n"
+
+
+def accuracy_table(groups, references: dict[str, dict[int, float]] | None = None) -> str:
+    """Test accuracy (mean +- sd over seeds) of every curve at each labelled-set size, with
+    `references` (name -> {labels: accuracy}, e.g. published baselines) as extra rows."""
+    labels = sorted({r["num_labelled"] for runs in groups.values() for run in runs for r in run["rounds"]})
+    rows = ["| dataset | strategy | query | seeds | " + " | ".join(f"{n:,}" for n in labels) + " |",
+            "|---|---|---|---|" + "---|" * len(labels)]
+    for (dataset, strategy, query), runs in sorted(groups.items()):
+        at, mean, sd = curve(runs)
+        cells = {int(n): (f"{m:.3f} +- {d:.3f}" if len(runs) > 1 else f"{m:.3f}") for n, m, d in zip(at, mean, sd)}
+        rows.append(f"| {dataset} | {strategy} | {query} | {len(runs)} | "
+                    + " | ".join(cells.get(n, "") for n in labels) + " |")
+    for name, values in (references or {}).items():
+        rows.append(f"| {name} | | | | " + " | ".join(f"{values[n]:.3f}" if n in values else "" for n in labels)
+                    + " |")
+    return "\n".join(rows) + "\n"
+
+
+PHASES = ("search", "train", "query")
+
+
+def run_cpu_hours(run: dict, rounds: int) -> dict[str, float] | None:
+    """CPU hours (all threads) of each phase over the first `rounds` rounds; None without cpu_seconds."""
+    done = run["rounds"][:rounds]
+    if not all("cpu_seconds" in r for r in done):
+        return None
+    return {p: sum(r["cpu_seconds"].get(p, 0.0) for r in done) / 3600 for p in PHASES}
+
+
+def cost_table(groups) -> str:
+    """Mean CPU hours per run in search, final training and queries, and iNAS's total as a multiple of
+    each fixed architecture's under the same query (per-seed ratios, mean +- sd)."""
+    rows = ["| dataset | strategy | query | seeds | search h | train h | query h | total h | total vs fixed |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for (dataset, strategy, query), runs in sorted(groups.items()):
+        n = min(len(r["rounds"]) for r in runs)
+        hours = [h for h in (run_cpu_hours(run, n) for run in runs) if h]
+        if not hours:
+            continue
+        mean = {p: np.mean([h[p] for h in hours]) for p in PHASES}
+        ratios = []
+        if strategy == "iNAS":
+            mine = {run["config"]["seed"]: run for run in runs}
+            for (d2, other, q2), fixed in sorted(groups.items()):
+                if d2 != dataset or q2 != query or other == "iNAS":
+                    continue
+                per_seed = []
+                for run in fixed:
+                    seed = run["config"]["seed"]
+                    rounds = min(len(run["rounds"]), len(mine.get(seed, {"rounds": []})["rounds"]))
+                    a, b = rounds and run_cpu_hours(mine[seed], rounds), rounds and run_cpu_hours(run, rounds)
+                    if a and b:
+                        per_seed.append(sum(a.values()) / sum(b.values()))
+                if per_seed:
+                    spread = f" +- {float(sample_std(per_seed)):.2f}" if len(per_seed) > 1 else ""
+                    ratios.append(f"{np.mean(per_seed):.2f}x{spread} {other}")
+        rows.append(f"| {dataset} | {strategy} | {query} | {len(hours)} | {mean['search']:.2f} | {mean['train']:.2f} | "
+                    f"{mean['query']:.3f} | {sum(mean.values()):.2f} | {'; '.join(ratios)} |")
+    return "\n".join(rows) + "\n" if len(rows) > 2 else ""
 
 
 def paired_table(groups) -> str:
@@ -240,7 +329,8 @@ def paired_table(groups) -> str:
             for (d2, other, q2), fixed in sorted(groups.items()):
                 if d2 == dataset and q2 == query and other != "iNAS":
                     pairs.append((dataset, f"{query}: iNAS - {other}", runs, fixed))
-    rows = ["| dataset | comparison | seeds | AUC difference (mean +- std) | per seed |", "|---|---|---|---|---|"]
+    rows = ["| dataset | comparison | seeds | AUC difference (mean +- sd) | 95% interval (paired t) | finding | "
+            "per seed |", "|---|---|---|---|---|---|---|"]
     for dataset, name, runs_a, runs_b in pairs:
         a, b = by_seed(runs_a), by_seed(runs_b)
         seeds = sorted(set(a) & set(b))
@@ -250,8 +340,16 @@ def paired_table(groups) -> str:
         for seed in seeds:
             n = min(len(a[seed]["rounds"]), len(b[seed]["rounds"]))
             diffs.append(run_auc(a[seed], n) - run_auc(b[seed], n))
-        rows.append(f"| {dataset} | {name} | {len(seeds)} | {np.mean(diffs):+.4f} +- {np.std(diffs):.4f} | "
-                    + ", ".join(f"{d:+.4f}" for d in diffs) + " |")
+        interval = t_interval(diffs)
+        if interval is None:
+            shown, finding = "n/a", "one seed: no interval"
+        else:
+            shown = f"[{interval[0]:+.4f}, {interval[1]:+.4f}]"
+            first, second = name.split(": ", 1)[1].split(" - ")
+            finding = (f"{first} better" if interval[0] > 0 else f"{second} better" if interval[1] < 0
+                       else "inconclusive")
+        rows.append(f"| {dataset} | {name} | {len(seeds)} | {np.mean(diffs):+.4f} +- {float(sample_std(diffs)):.4f} | "
+                    f"{shown} | {finding} | " + ", ".join(f"{d:+.4f}" for d in diffs) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -286,8 +384,21 @@ def _file_part(value: str) -> str:
     return "A" + Arch.parse(value).slug if value.startswith("A(") else value
 
 
-def write_report(runs: list[dict], out: str) -> list[str]:
-    """Writes the PNGs and summary.md into `out`; returns the paths written."""
+def cumulative_cpu_hours(runs: list[dict]) -> np.ndarray | None:
+    """Mean over seeds of the CPU hours spent up to and including each round's query (R,), on the
+    rounds every seed completed; None when a run lacks cpu_seconds."""
+    n = min(len(r["rounds"]) for r in runs)
+    per_run = []
+    for run in runs:
+        if not all("cpu_seconds" in r for r in run["rounds"][:n]):
+            return None
+        per_run.append(np.cumsum([sum(r["cpu_seconds"].values()) / 3600 for r in run["rounds"][:n]]))
+    return np.mean(per_run, 0)
+
+
+def write_report(runs: list[dict], out: str, references: dict[str, dict[int, float]] | None = None) -> list[str]:
+    """Writes the PNGs and summary.md into `out`; returns the paths written. references: extra rows
+    of the accuracy table (name -> {labels: accuracy})."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -331,11 +442,34 @@ def write_report(runs: list[dict], out: str) -> list[str]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
+    costed = [(k, v, cumulative_cpu_hours(v)) for k, v in sorted(groups.items())]
+    costed = [c for c in costed if c[2] is not None]
+    if costed:
+        fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+        for ax, dataset in zip(axes[0], datasets):
+            for (d, strategy, query), group, hours in costed:
+                if d == dataset:
+                    ax.plot(hours, curve(group)[1], marker="o", ms=3, label=f"{strategy} {query} (n={len(group)})")
+            ax.set(xlabel="cumulative CPU hours (search + training + queries)", ylabel="test accuracy",
+                   title=f"{dataset}: accuracy against compute")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = os.path.join(out, "compute.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
     path = os.path.join(out, "summary.md")
     with open(path, "w") as f:
         f.write(summary_table(groups))
-        f.write("\nPaired by seed (same initial labelled set), over the rounds both runs completed:\n\n")
+        f.write("\nTest accuracy at each labelled-set size (mean +- sd over seeds, ddof=1):\n\n")
+        f.write(accuracy_table(groups, references))
+        f.write("\nAUC differences paired by seed (same initial labelled set), over the rounds both runs completed; "
+                "a finding only where the 95% interval excludes 0:\n\n")
         f.write(paired_table(groups))
+        costs = cost_table(groups)
+        if costs:
+            f.write("\nCompute per run (CPU hours, all threads; mean over seeds):\n\n" + costs)
         architectures = architecture_table(groups)
         if architectures:
             f.write("\nArchitecture iNAS trained in each round (columns: labelled points):\n\n" + architectures)
@@ -343,13 +477,29 @@ def write_report(runs: list[dict], out: str) -> list[str]:
     return written
 
 
+def parse_reference(text: str) -> tuple[str, dict[int, float]]:
+    """'ResNet-18=1000:0.47,2000:0.58' -> ('ResNet-18', {1000: 0.47, 2000: 0.58})."""
+    name, _, values = text.rpartition("=")
+    try:
+        points = {int(n): float(a) for n, a in (item.split(":") for item in values.split(","))}
+    except ValueError:
+        points = {}
+    if not name or not points:
+        raise ReportError(f"--reference={text!r}: expected NAME=LABELS:ACCURACY,... e.g. ResNet-18=1000:0.47")
+    return name, points
+
+
 def main(argv: list[str]) -> int:
     import argparse
     parser = argparse.ArgumentParser(prog="python -m inas_jax.report", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="workdirs, results.json files, or globs of them")
     parser.add_argument("--out", default="report", help="output directory")
+    parser.add_argument("--reference", action="append", default=[],
+                        help="NAME=LABELS:ACCURACY,... an extra row of the accuracy table (e.g. a published "
+                             "baseline); repeatable")
     args = parser.parse_args(argv)
     try:
+        references = dict(parse_reference(text) for text in args.reference)
         if os.path.exists(args.out) and not os.path.isdir(args.out):
             raise ReportError(f"--out={args.out!r} exists and is not a directory")
         runs = load_runs(args.runs)
@@ -365,7 +515,7 @@ def main(argv: list[str]) -> int:
         return 2
     for warning in uneven_rounds(groups):
         print(f"warning: {warning}", file=sys.stderr)
-    for path in write_report(runs, args.out):
+    for path in write_report(runs, args.out, references):
         print(path)
     return 0
 

@@ -8,18 +8,20 @@ import pytest
 from inas_jax import report
 
 
-def _results(strategy, query, seed, accs, arch=(1, 1), **settings):
+def _results(strategy, query, seed, accs, arch=(1, 1), cpu=None, **settings):
+    """cpu: CPU seconds per round {phase: seconds}, recorded as cpu_seconds when given."""
     rounds = [{"round": i + 1, "num_labelled": 100 * (i + 1), "arch": [1 + i, 1], "num_params": 1000 * (i + 1),
-               "test_accuracy": a, "candidates": [], "seconds": {"search": 0, "train": 0, "query": 0}}
+               "test_accuracy": a, "candidates": [], "seconds": {"search": 0, "train": 0, "query": 0},
+               **({"cpu_seconds": cpu} if cpu else {})}
               for i, a in enumerate(accs)]
     cfg = {"dataset": "digits", "strategy": strategy, "query": query, "seed": seed, "arch": list(arch),
            "train": {"width": 8, "epochs": 12}, **settings}
     return {"config": cfg, "finished": True, "labelled": [], "rounds": rounds}
 
 
-def _write_run(path, strategy, query, seed, accs, arch=(1, 1), **settings):
+def _write_run(path, strategy, query, seed, accs, arch=(1, 1), cpu=None, **settings):
     path.mkdir(parents=True)
-    (path / "results.json").write_text(json.dumps(_results(strategy, query, seed, accs, arch, **settings)))
+    (path / "results.json").write_text(json.dumps(_results(strategy, query, seed, accs, arch, cpu, **settings)))
     return path / "results.json"
 
 
@@ -43,8 +45,9 @@ def test_seeds_are_grouped_into_mean_and_std(tmp_path):
     labels, mean, std = report.curve(groups[("digits", "iNAS", "sr")])
     assert labels.tolist() == [100, 200]  # only rounds every seed completed
     np.testing.assert_allclose(mean, [0.6, 0.8])
-    np.testing.assert_allclose(std, [0.1, 0.1])
-    assert "| digits | iNAS | sr | 2 | 100-200 | 0.7000 +- 0.1000 |" in report.summary_table(groups)
+    np.testing.assert_allclose(std, [0.1 * 2 ** 0.5, 0.1 * 2 ** 0.5])  # sample std, ddof=1
+    assert "| digits | iNAS | sr | 2 | 100-200 | 0.7000 +- 0.1414 |" in report.summary_table(groups)
+    assert "| digits | A(2,4) | sr | 1 | 100-200 | 0.5000 (one seed) |" in report.summary_table(groups)
 
 
 def test_paired_differences_match_seeds(tmp_path):
@@ -55,9 +58,63 @@ def test_paired_differences_match_seeds(tmp_path):
     _write_run(tmp_path / "f0", "fixed", "sr", 0, [0.4, 0.6], arch=(1, 2))
     _write_run(tmp_path / "f7", "fixed", "sr", 7, [0.1, 0.1], arch=(1, 2))  # no iNAS seed 7: unpaired
     table = report.paired_table(report.group_runs(report.load_runs([str(tmp_path / "*")])))
-    assert "| digits | iNAS: sr - random | 2 | +0.1000 +- 0.0000 | +0.1000, +0.1000 |" in table
-    assert "| digits | sr: iNAS - A(1,2) | 1 | +0.1000 +- 0.0000 | +0.1000 |" in table
+    assert "| digits | iNAS: sr - random | 2 | +0.1000 +- 0.0000 | [+0.1000, +0.1000] | sr better | " \
+           "+0.1000, +0.1000 |" in table
+    assert "| digits | sr: iNAS - A(1,2) | 1 | +0.1000 +- 0.0000 | n/a | one seed: no interval | +0.1000 |" in table
     assert "A(1,2): sr - random" not in table  # no random run under A(1,2)
+
+
+def test_paired_t_interval_and_findings(tmp_path):
+    """Three seeds: the 95% paired-t interval mean +- 4.303 sd / sqrt(3); a finding only when it excludes 0."""
+    diffs = [0.01, 0.03, 0.05]
+    low, high = report.t_interval(diffs)
+    assert (low, high) == pytest.approx((0.03 - 4.303 * 0.02 / 3 ** 0.5, 0.03 + 4.303 * 0.02 / 3 ** 0.5))
+    assert report.t_interval([0.1]) is None
+    for seed, (fixed, inas) in enumerate([(0.5, 0.6), (0.5, 0.45), (0.5, 0.58)]):  # mixed signs
+        _write_run(tmp_path / f"i{seed}", "inas", "sr", seed, [inas, inas])
+        _write_run(tmp_path / f"f{seed}", "fixed", "sr", seed, [fixed, fixed], arch=(2, 4))
+        _write_run(tmp_path / f"r{seed}", "inas", "random", seed, [inas - 0.05, inas - 0.04 - 0.01 * seed])
+    table = report.paired_table(report.group_runs(report.load_runs([str(tmp_path / "*")])))
+    assert "| digits | sr: iNAS - A(2,4) | 3 |" in table and "| inconclusive |" in table
+    assert "| digits | iNAS: sr - random | 3 |" in table and "| sr better |" in table
+
+
+def test_accuracy_table_with_a_reference_row(tmp_path, capsys):
+    _write_run(tmp_path / "runs" / "a", "inas", "sr", 0, [0.5, 0.7])
+    _write_run(tmp_path / "runs" / "b", "inas", "sr", 1, [0.7, 0.9])
+    table = report.accuracy_table(report.group_runs(report.load_runs([str(tmp_path / "runs" / "*")])),
+                                  {"ResNet-18": {100: 0.47, 200: 0.58}})
+    assert table.splitlines()[0] == "| dataset | strategy | query | seeds | 100 | 200 |"
+    assert "| digits | iNAS | sr | 2 | 0.600 +- 0.141 | 0.800 +- 0.141 |" in table
+    assert "| ResNet-18 | | | | 0.470 | 0.580 |" in table
+    status, err = _report(capsys, f"--out={tmp_path / 'out'}", "--reference=ResNet-18=100:0.47,200:0.58",
+                          tmp_path / "runs" / "*")
+    assert status == 0 and "| ResNet-18 | | | | 0.470 | 0.580 |" in (tmp_path / "out" / "summary.md").read_text()
+    status, err = _report(capsys, f"--out={tmp_path / 'out'}", "--reference=ResNet-18=100", tmp_path / "runs" / "*")
+    assert status == 2 and len(err) == 1 and "expected NAME=LABELS:ACCURACY" in err[0]
+
+
+def test_cost_table_and_compute_plot(tmp_path):
+    """CPU hours per phase (mean over seeds) and iNAS's total as a multiple of the fixed run's, per seed."""
+    for seed in (0, 1):
+        _write_run(tmp_path / "runs" / f"i{seed}", "inas", "sr", seed, [0.5, 0.7],
+                   cpu={"search": 3600.0, "train": 1800.0 * (1 + seed), "query": 36.0})
+        _write_run(tmp_path / "runs" / f"f{seed}", "fixed", "sr", seed, [0.5, 0.6], arch=(2, 4),
+                   cpu={"search": 0.0, "train": 3600.0, "query": 36.0})
+    _write_run(tmp_path / "runs" / "old", "fixed", "random", 0, [0.4, 0.5], arch=(2, 4))  # no cpu_seconds
+    groups = report.group_runs(report.load_runs([str(tmp_path / "runs" / "*")]))
+    table = report.cost_table(groups)
+    # iNAS: 2 rounds x (1 + 0.5|1.0 + 0.01) h; fixed: 2 x 1.01 h -> ratios 2.51/1.01... per seed
+    ratios = [(1 + 0.5 + 0.01) / 1.01, (1 + 1.0 + 0.01) / 1.01]
+    assert f"| digits | iNAS | sr | 2 | 2.00 | 1.50 | 0.020 | 3.52 | {np.mean(ratios):.2f}x +- " \
+           f"{np.std(ratios, ddof=1):.2f} A(2,4) |" in table
+    assert "| digits | A(2,4) | sr | 2 | 0.00 | 2.00 | 0.020 | 2.02 |  |" in table
+    assert "random" not in table  # runs without cpu_seconds have no cost row
+    np.testing.assert_allclose(report.cumulative_cpu_hours(groups[("digits", "iNAS", "sr")]),
+                               [1.51 + 0.25, 2 * (1.51 + 0.25)])
+    written = report.write_report(report.load_runs([str(tmp_path / "runs" / "*")]), str(tmp_path / "out"))
+    assert str(tmp_path / "out" / "compute.png") in written
+    assert "Compute per run" in (tmp_path / "out" / "summary.md").read_text()
 
 
 def test_architecture_table_lists_every_inas_run(tmp_path):
@@ -160,7 +217,7 @@ def test_the_same_run_given_twice_counts_once(tmp_path, capsys):
              tmp_path / "link" / "results.json", tmp_path / "runs" / "*"]
     runs = report.load_runs([str(p) for p in given])
     assert sorted(r["config"]["seed"] for r in runs) == [0, 1]
-    assert "| digits | iNAS | sr | 2 | 100-200 | 0.7000 +- 0.1000 |" in report.summary_table(report.group_runs(runs))
+    assert "| digits | iNAS | sr | 2 | 100-200 | 0.7000 +- 0.1414 |" in report.summary_table(report.group_runs(runs))
     (tmp_path / "copy").mkdir()
     (tmp_path / "copy" / "results.json").write_bytes((tmp_path / "runs" / "a" / "results.json").read_bytes())
     status, err = _report(capsys, f"--out={tmp_path / 'out'}", tmp_path / "runs" / "*", tmp_path / "copy")
