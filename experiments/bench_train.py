@@ -41,7 +41,7 @@ from inas_jax.allocator import TUNABLE, huge_pages_active, with_huge_pages
 from inas_jax.allocator import reexec_with_huge_pages
 from inas_jax.config import ModelConfig, TrainConfig
 from inas_jax.conv import PATCH_MAX_SIZE
-from inas_jax.models import build_model
+from inas_jax.models import build_model, forward_flops
 from inas_jax.search_space import Arch, num_params
 from inas_jax.train import init_state, train_epoch, train_step
 
@@ -116,14 +116,8 @@ def print_op_profile(trace_dir: str, hlo: str, step_ms: float) -> None:
 
 
 def train_gflop_per_image(arch: Arch) -> float:
-    """Training FLOPs per image / 1e9: 3 x the forward pass (backward ~2x forward), as XLA counts the
-    forward of the plain-convolution model (batch 1, 32x32x3)."""
-    cfg = TrainConfig()
-    model = build_model(arch, 10, ModelConfig(width=WIDTH.value, conv_impl="xla"), STATS)
-    state = init_state(model, cfg, jax.random.key(0), (32, 32, 3))
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    forward = jax.jit(lambda v, x: model.apply(v, x)[0])
-    return 3 * forward.lower(variables, jnp.zeros((1, 32, 32, 3))).compile().cost_analysis()["flops"] / 1e9
+    """Training FLOPs per image / 1e9 at this width (models.forward_flops x 3)."""
+    return 3 * forward_flops(arch, 10, WIDTH.value) / 1e9
 
 
 def matmul_ceiling_gflops(n: int = 2048, repeats: int = 10) -> float:

@@ -27,6 +27,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 DEFAULT_NPZ = "../shared/data/cifar10.npz"
 STUDIES = ("cifar_plateau", "cifar_cpu")
+# Extra rows of a study's accuracy table: published accuracies of a ResNet-18 trained on random CIFAR-10
+# labels (the low-budget literature's reruns, rounded).
+REFERENCES = {"cifar_plateau": ["ResNet-18 random (published)=1000:0.47,2000:0.58,3000:0.67,4000:0.73"]}
 
 
 def study(name: str, npz: str, seeds: list[int]) -> list[tuple[str, list[str]]]:
@@ -66,7 +69,9 @@ def report(args) -> int:
     if not files:
         print(f"error: no results under {results / 'runs'}; run the study first", file=sys.stderr)
         return 2
-    return subprocess.run([sys.executable, "-m", "inas_jax.report", f"--out={results}", *files], cwd=ROOT).returncode
+    references = [f"--reference={r}" for r in REFERENCES.get(args.study, [])]
+    return subprocess.run([sys.executable, "-m", "inas_jax.report", f"--out={results}", *references, *files],
+                          cwd=ROOT).returncode
 
 
 def verify(args) -> int:

@@ -163,3 +163,13 @@ def build_model(arch: Arch, num_classes: int, cfg, stats: tuple[np.ndarray, np.n
     module = GridResNet(arch, num_classes, cfg.width, jnp.dtype(cfg.compute_dtype),
                         ConvLowering(cfg.conv_impl, cfg.patch_max_size, cfg.winograd))
     return Model(module, np.asarray(stats[0], np.float32), np.asarray(stats[1], np.float32), cfg.dropout)
+
+
+def forward_flops(arch: Arch, num_classes: int, width: int, image_shape: tuple[int, ...] = (32, 32, 3)) -> float:
+    """FLOPs of one image's inference pass as XLA counts them for the plain-convolution network (direct
+    convolutions, not Winograd). A training step costs about 3x this per image (backward ~2x forward)."""
+    module = GridResNet(arch, num_classes, width, conv=ConvLowering("xla"))
+    variables = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, *image_shape))))
+    forward = jax.jit(lambda v, x: module.apply(v, x)[0])
+    return float(forward.lower(variables, jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
+                 .compile().cost_analysis()["flops"])

@@ -384,6 +384,16 @@ def _file_part(value: str) -> str:
     return "A" + Arch.parse(value).slug if value.startswith("A(") else value
 
 
+def _save(fig, out: str, name: str) -> str:
+    """Writes a matplotlib figure to out/name, closes it, returns the path."""
+    import matplotlib.pyplot as plt
+    path = os.path.join(out, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def cumulative_cpu_hours(runs: list[dict]) -> np.ndarray | None:
     """Mean over seeds of the CPU hours spent up to and including each round's query (R,), on the
     rounds every seed completed; None when a run lacks cpu_seconds."""
@@ -414,11 +424,7 @@ def write_report(runs: list[dict], out: str, references: dict[str, dict[int, flo
                 items = sorted((k[3 - key_index], v) for k, v in groups.items()
                                if k[0] == dataset and k[key_index] == value)
                 _plot_lines(ax, items, f"{dataset}: {value}")
-            path = os.path.join(out, f"{prefix}_{_file_part(value)}.png")
-            fig.tight_layout()
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            written.append(path)
+            written.append(_save(fig, out, f"{prefix}_{_file_part(value)}.png"))
     inas = [(k, v) for k, v in sorted(groups.items()) if k[1] == "iNAS"]
     if inas:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -437,11 +443,7 @@ def write_report(runs: list[dict], out: str, references: dict[str, dict[int, flo
         for ax in (ax1, ax2):
             ax.grid(alpha=0.3)
         ax2.legend(fontsize=7)
-        fig.tight_layout()
-        path = os.path.join(out, "architectures.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out, "architectures.png"))
     costed = [(k, v, cumulative_cpu_hours(v)) for k, v in sorted(groups.items())]
     costed = [c for c in costed if c[2] is not None]
     if costed:
@@ -454,11 +456,7 @@ def write_report(runs: list[dict], out: str, references: dict[str, dict[int, flo
                    title=f"{dataset}: accuracy against compute")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = os.path.join(out, "compute.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out, "compute.png"))
     path = os.path.join(out, "summary.md")
     with open(path, "w") as f:
         f.write(summary_table(groups))
