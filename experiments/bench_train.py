@@ -56,7 +56,6 @@ REPEATS = flags.DEFINE_integer("repeats", 3, "Timed epochs (and peer runs) per a
 PEER_PY = flags.DEFINE_string("peer_python", None, "Python with torch for the peer; skipped when absent.")
 PATCH_MAX = flags.DEFINE_integer("patch_max_size", PATCH_MAX_SIZE, "Patch-GEMM convolutions up to this output size "
                                  "(4 was the rule before; with INAS_JAX_DEFAULT_MALLOC=1, the old setup).")
-FUSED_BN = flags.DEFINE_bool("fused_batchnorm", True, "inas_jax's BatchNorm (--nofused_batchnorm: flax's).")
 WINOGRAD = flags.DEFINE_bool("winograd", True, "Winograd F(2x2,3x3) for 3x3 stride-1 convs (--nowinograd: patch "
                              "GEMMs and XLA's convolution only).")
 PROFILE_TOP = flags.DEFINE_integer("profile_top", 0, "Print the K most expensive XLA ops per step (0: off).")
@@ -70,7 +69,7 @@ def jax_images_per_s(arch: Arch, augmented: bool, profile: bool = False) -> tupl
     cfg = TrainConfig(epochs=1, epoch_size=BATCH.value * STEPS.value, batch_size=BATCH.value,
                       flip=augmented, max_shift=4 if augmented else 0, max_rotation=15.0 if augmented else 0.0)
     model = build_model(arch, 10, ModelConfig(width=WIDTH.value, patch_max_size=PATCH_MAX.value,
-                                              winograd=WINOGRAD.value, fused_batchnorm=FUSED_BN.value), STATS)
+                                              winograd=WINOGRAD.value), STATS)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(0, 256, (BATCH.value * 4, 32, 32, 3), np.uint8))
     y = jnp.asarray(rng.integers(0, 10, (BATCH.value * 4,), np.int32))
@@ -165,8 +164,7 @@ def main(_):
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, width {WIDTH.value}, batch {BATCH.value}, "
           f"{STEPS.value} steps x {REPEATS.value}; fp32 matmul ceiling {ceiling:.0f} GFLOP/s (jitted 2048^2 "
           f"matmul); GLIBC_TUNABLES={TUNABLE} {'on' if huge_pages_active() else 'off'}, patch GEMMs up to "
-          f"{PATCH_MAX.value}x{PATCH_MAX.value}, Winograd {'on' if WINOGRAD.value else 'off'}, "
-          f"{'fused' if FUSED_BN.value else 'flax'} BatchNorm")
+          f"{PATCH_MAX.value}x{PATCH_MAX.value}, Winograd {'on' if WINOGRAD.value else 'off'}")
     print(f"{'arch':8} {'params':>10} {'GFLOP/img':>9} {'jax':>8} {'faults':>7} {'jax+aug':>8} {'aug cost':>8} "
           + " ".join(f"{name:>12}" for name in PEER_CONFIGS) + f" {'jax/best':>8} {'jax %ceil':>9}")
     for text in FLAGS.value:
