@@ -188,24 +188,15 @@ def test_keep_mask_is_bernoulli_p_and_independent(p):
 
 
 def test_init_compiled_at_a_lower_optimisation_level_gives_the_same_variables():
-    """Model.init compiles with INIT_COMPILER_OPTIONS (faster) and must equal the plain jitted init."""
-    from inas_jax.config import ModelConfig
-    from inas_jax.models import build_model
-    stats = (np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32))
-    model = build_model(Arch(2, 2), 10, ModelConfig(width=4), stats)
-    fast = model.init(jax.random.key(3), (16, 16, 3))
-    plain = jax.jit(lambda k: model.module.init(k, jnp.zeros((1, 16, 16, 3))))(jax.random.key(3))
-    assert jax.tree.structure(fast) == jax.tree.structure(plain)
-    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-
-
-def test_init_traced_gives_the_shapes_of_the_compiled_init():
-    """Model.init under eval_shape (the checkpoint template) takes the plain path, with the same tree."""
+    """Model.init compiles with INIT_COMPILER_OPTIONS (faster) and must equal the plain jitted init. (Its
+    traced path, under eval_shape, builds every driver run's checkpoint template.)"""
     from inas_jax.config import ModelConfig
     from inas_jax.models import build_model
     stats = (np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32))
     model = build_model(Arch(1, 2), 10, ModelConfig(width=4), stats)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), (16, 16, 3)))
-    real = model.init(jax.random.key(0), (16, 16, 3))
-    assert jax.tree.map(lambda a: (a.shape, a.dtype), shapes) == jax.tree.map(lambda a: (a.shape, a.dtype), real)
+    fast = model.init(jax.random.key(3), (8, 8, 3))
+    plain = jax.jit(lambda k: model.module.init(k, jnp.zeros((1, 8, 8, 3))))(jax.random.key(3))
+    assert jax.tree.structure(fast) == jax.tree.structure(plain)
+    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
