@@ -273,12 +273,30 @@ def accuracy_table(groups, references: dict[str, dict[int, float]] | None = None
 PHASES = ("search", "train", "query")
 
 
-def run_cpu_hours(run: dict, rounds: int) -> dict[str, float] | None:
-    """CPU hours (all threads) of each phase over the first `rounds` rounds; None without cpu_seconds."""
+def round_cpu_hours(run: dict, rounds: int) -> np.ndarray | None:
+    """CPU hours (all threads) of each phase (PHASES) in each of the first `rounds` rounds, (rounds, 3);
+    None when a round lacks cpu_seconds (runs recorded before they were)."""
     done = run["rounds"][:rounds]
     if not all("cpu_seconds" in r for r in done):
         return None
-    return {p: sum(r["cpu_seconds"].get(p, 0.0) for r in done) / 3600 for p in PHASES}
+    return np.array([[r["cpu_seconds"].get(p, 0.0) / 3600 for p in PHASES] for r in done])
+
+
+def _inas_vs_fixed(groups):
+    """(dataset, query, fixed strategy, iNAS runs, fixed runs) for every fixed architecture run with
+    the same dataset and query as an iNAS curve."""
+    for (dataset, strategy, query), runs in sorted(groups.items()):
+        if strategy == "iNAS":
+            for (d2, other, q2), fixed in sorted(groups.items()):
+                if d2 == dataset and q2 == query and other != "iNAS":
+                    yield dataset, query, other, runs, fixed
+
+
+def _seed_pairs(runs_a: list[dict], runs_b: list[dict]) -> list[tuple[dict, dict, int]]:
+    """(run a, run b, rounds both completed) for every seed both lists have, by seed."""
+    a = {run["config"]["seed"]: run for run in runs_a}
+    b = {run["config"]["seed"]: run for run in runs_b}
+    return [(a[s], b[s], min(len(a[s]["rounds"]), len(b[s]["rounds"]))) for s in sorted(set(a) & set(b))]
 
 
 def cost_table(groups) -> str:
@@ -286,30 +304,24 @@ def cost_table(groups) -> str:
     each fixed architecture's under the same query (per-seed ratios, mean +- sd)."""
     rows = ["| dataset | strategy | query | seeds | search h | train h | query h | total h | total vs fixed |",
             "|---|---|---|---|---|---|---|---|---|"]
-    for (dataset, strategy, query), runs in sorted(groups.items()):
+    ratios = collections.defaultdict(list)
+    for dataset, query, other, inas, fixed in _inas_vs_fixed(groups):
+        per_seed = []
+        for a, b, rounds in _seed_pairs(inas, fixed):
+            ha, hb = round_cpu_hours(a, rounds), round_cpu_hours(b, rounds)
+            if ha is not None and hb is not None:
+                per_seed.append(ha.sum() / hb.sum())
+        if per_seed:
+            spread = f" +- {float(sample_std(per_seed)):.2f}" if len(per_seed) > 1 else ""
+            ratios[(dataset, "iNAS", query)].append(f"{np.mean(per_seed):.2f}x{spread} {other}")
+    for key, runs in sorted(groups.items()):
         n = min(len(r["rounds"]) for r in runs)
-        hours = [h for h in (run_cpu_hours(run, n) for run in runs) if h]
+        hours = [h.sum(0) for h in (round_cpu_hours(run, n) for run in runs) if h is not None]
         if not hours:
             continue
-        mean = {p: np.mean([h[p] for h in hours]) for p in PHASES}
-        ratios = []
-        if strategy == "iNAS":
-            mine = {run["config"]["seed"]: run for run in runs}
-            for (d2, other, q2), fixed in sorted(groups.items()):
-                if d2 != dataset or q2 != query or other == "iNAS":
-                    continue
-                per_seed = []
-                for run in fixed:
-                    seed = run["config"]["seed"]
-                    rounds = min(len(run["rounds"]), len(mine.get(seed, {"rounds": []})["rounds"]))
-                    a, b = rounds and run_cpu_hours(mine[seed], rounds), rounds and run_cpu_hours(run, rounds)
-                    if a and b:
-                        per_seed.append(sum(a.values()) / sum(b.values()))
-                if per_seed:
-                    spread = f" +- {float(sample_std(per_seed)):.2f}" if len(per_seed) > 1 else ""
-                    ratios.append(f"{np.mean(per_seed):.2f}x{spread} {other}")
-        rows.append(f"| {dataset} | {strategy} | {query} | {len(hours)} | {mean['search']:.2f} | {mean['train']:.2f} | "
-                    f"{mean['query']:.3f} | {sum(mean.values()):.2f} | {'; '.join(ratios)} |")
+        search, train, query = np.mean(hours, 0)
+        rows.append(f"| {' | '.join(key)} | {len(hours)} | {search:.2f} | {train:.2f} | {query:.3f} | "
+                    f"{search + train + query:.2f} | {'; '.join(ratios[key])} |")
     return "\n".join(rows) + "\n" if len(rows) > 2 else ""
 
 
@@ -317,29 +329,18 @@ def paired_table(groups) -> str:
     """AUC differences between runs that share a seed (so the same initial labelled set): each active
     query minus random under the same strategy, and iNAS minus each fixed architecture under the same
     query. Pairing removes the between-seed variation that the per-curve std above includes."""
-    def by_seed(runs):
-        return {run["config"]["seed"]: run for run in runs}
-
     pairs = []
     for (dataset, strategy, query), runs in sorted(groups.items()):
         if query != "random" and (dataset, strategy, "random") in groups:
             pairs.append((dataset, f"{strategy}: {query} - random", runs, groups[(dataset, strategy, "random")]))
-    for (dataset, strategy, query), runs in sorted(groups.items()):
-        if strategy == "iNAS":
-            for (d2, other, q2), fixed in sorted(groups.items()):
-                if d2 == dataset and q2 == query and other != "iNAS":
-                    pairs.append((dataset, f"{query}: iNAS - {other}", runs, fixed))
+    for dataset, query, other, inas, fixed in _inas_vs_fixed(groups):
+        pairs.append((dataset, f"{query}: iNAS - {other}", inas, fixed))
     rows = ["| dataset | comparison | seeds | AUC difference (mean +- sd) | 95% interval (paired t) | finding | "
             "per seed |", "|---|---|---|---|---|---|---|"]
     for dataset, name, runs_a, runs_b in pairs:
-        a, b = by_seed(runs_a), by_seed(runs_b)
-        seeds = sorted(set(a) & set(b))
-        if not seeds:
+        diffs = [run_auc(a, n) - run_auc(b, n) for a, b, n in _seed_pairs(runs_a, runs_b)]
+        if not diffs:
             continue
-        diffs = []
-        for seed in seeds:
-            n = min(len(a[seed]["rounds"]), len(b[seed]["rounds"]))
-            diffs.append(run_auc(a[seed], n) - run_auc(b[seed], n))
         interval = t_interval(diffs)
         if interval is None:
             shown, finding = "n/a", "one seed: no interval"
@@ -348,7 +349,7 @@ def paired_table(groups) -> str:
             first, second = name.split(": ", 1)[1].split(" - ")
             finding = (f"{first} better" if interval[0] > 0 else f"{second} better" if interval[1] < 0
                        else "inconclusive")
-        rows.append(f"| {dataset} | {name} | {len(seeds)} | {np.mean(diffs):+.4f} +- {float(sample_std(diffs)):.4f} | "
+        rows.append(f"| {dataset} | {name} | {len(diffs)} | {np.mean(diffs):+.4f} +- {float(sample_std(diffs)):.4f} | "
                     f"{shown} | {finding} | " + ", ".join(f"{d:+.4f}" for d in diffs) + " |")
     return "\n".join(rows) + "\n"
 
@@ -398,12 +399,10 @@ def cumulative_cpu_hours(runs: list[dict]) -> np.ndarray | None:
     """Mean over seeds of the CPU hours spent up to and including each round's query (R,), on the
     rounds every seed completed; None when a run lacks cpu_seconds."""
     n = min(len(r["rounds"]) for r in runs)
-    per_run = []
-    for run in runs:
-        if not all("cpu_seconds" in r for r in run["rounds"][:n]):
-            return None
-        per_run.append(np.cumsum([sum(r["cpu_seconds"].values()) / 3600 for r in run["rounds"][:n]]))
-    return np.mean(per_run, 0)
+    hours = [round_cpu_hours(run, n) for run in runs]
+    if any(h is None for h in hours):
+        return None
+    return np.mean([np.cumsum(h.sum(1)) for h in hours], 0)
 
 
 def write_report(runs: list[dict], out: str, references: dict[str, dict[int, float]] | None = None) -> list[str]:
