@@ -16,6 +16,7 @@ rerunning this script after a preemption continues every unfinished run. Afterwa
 from __future__ import annotations
 
 import argparse
+import itertools
 import shlex
 import subprocess
 import sys
@@ -31,26 +32,28 @@ def grid(queries: list[str]) -> list[tuple[str, str | None, str]]:
 
 
 SETTINGS = {
-    "main": dict(runs=grid(["sr", "mcdropout", "coreset"]) + [("inas", None, "random")], extra=[]),
+    "main": dict(tiers=[grid(["sr", "mcdropout", "coreset"]) + [("inas", None, "random")]], extra=[]),
     # The first CPU-scale study of experiments/study.py: every query, random too, under every strategy.
-    "cifar_cpu": dict(runs=grid(["sr", "coreset", "mcdropout", "random"]), extra=[], preset="cifar_cpu"),
-    # The plateau study of experiments/study.py, in tiers (each tier for every seed before the next):
-    # iNAS vs fixed A(2,4) under random and sr, then A(1,2) under them, then the other queries.
+    "cifar_cpu": dict(tiers=[grid(["sr", "coreset", "mcdropout", "random"])], extra=[], preset="cifar_cpu"),
+    # The plateau study of experiments/study.py in three tiers: iNAS vs fixed A(2,4) under random and
+    # sr, then A(1,2) under them, then the other queries.
     "cifar_plateau": dict(tiers=[[("inas", None, "random"), ("fixed", "2,4", "random"), ("inas", None, "sr"),
                                   ("fixed", "2,4", "sr")],
                                  [("fixed", "1,2", "random"), ("fixed", "1,2", "sr")],
                                  grid(["coreset", "mcdropout", "typiclust"])], extra=[], preset="cifar_plateau"),
-    "sener": dict(runs=grid(["sr", "mcdropout", "coreset"]),
+    "sener": dict(tiers=[grid(["sr", "mcdropout", "coreset"])],
                   extra=["--initial_size=5000", "--query_sizes=5000,5000,5000,30000", "--budget=50000"]),
-    "longtail": dict(runs=[("longtail", None, "coreset")],
+    "longtail": dict(tiers=[[("longtail", None, "coreset")]],
                      extra=["--initial_size=25000", "--query_sizes=5000", "--budget=50000"]),
 }
 
 
 def commands(experiment: str, dataset: str, seeds: list[int], data_dir: str | None) -> list[list[str]]:
+    """The driver command of every run of `experiment`: tier by tier, each tier for every seed before the
+    next (so the runs that matter most finish first)."""
     setting = SETTINGS[experiment]
     out = []
-    for tier, seed in [(tier, seed) for tier in setting.get("tiers", [setting.get("runs")]) for seed in seeds]:
+    for tier, seed in itertools.product(setting["tiers"], seeds):
         for strategy, arch, query in tier:
             name = run_name(from_preset(setting.get("preset", "paper"), dataset, strategy=strategy, query=query,
                                         seed=seed, **({"arch": arch} if arch else {})))
