@@ -40,7 +40,7 @@ SAMPLES = flags.DEFINE_integer("samples", 204_800, "S: training samples of the b
 PRESET = flags.DEFINE_string("preset", None, "Take S per labelled-set size and --settings from this preset.")
 MULTIPLIERS = flags.DEFINE_list("multipliers", ["1", "2", "4"], "Schedules of S times these.")
 SETTINGS = flags.DEFINE_list("settings", ["width=16", "batch_size=128", "epoch_size=2048"],
-                             "Settings of the trainings (name=value), on the cpu preset for cifar10.")
+                             "Settings of the trainings (name=value), on the cpu preset for cifar10 (without --preset).")
 SEED = flags.DEFINE_integer("seed", 0, "Seed of the labelled set, weights and batches.")
 OUT = flags.DEFINE_string("out", str(ROOT / "experiments" / "results" / "cifar_plateau" / "convergence.json"),
                           "Results file (JSON list of cells), read and extended.")
@@ -55,10 +55,11 @@ def _settings() -> dict:
     return out
 
 
-def cell(dataset, arch: Arch, n: int, samples: int, settings: dict, seed: int) -> dict:
-    """Trains `arch` on the seed's n random labels for `samples` samples; its test accuracy and cost."""
+def cell(dataset, arch: Arch, n: int, samples: int, settings: dict, seed: int, preset: str = "cpu") -> dict:
+    """Trains `arch` on the seed's n random labels for `samples` samples with the preset's training
+    settings (and `settings`); its test accuracy and cost."""
     epoch_size = settings["epoch_size"]
-    cfg = from_preset("cpu", "cifar10", epochs=samples // epoch_size, seed=seed, **settings)
+    cfg = from_preset(preset, "cifar10", epochs=samples // epoch_size, seed=seed, **settings)
     idx = active.initial_labelled(len(dataset.x_train), n, seed)
     model = build_model(arch, dataset.num_classes, cfg.model, dataset.channel_stats)
     start = time.process_time()
@@ -110,7 +111,7 @@ def main(argv) -> int:
                 key = (arch.to_json(), n, samples, settings, SEED.value)
                 if any((c["arch"], c["labels"], c["samples"], c["settings"], c["seed"]) == key for c in cells):
                     continue
-                cells.append(cell(dataset, arch, n, samples, settings, SEED.value))
+                cells.append(cell(dataset, arch, n, samples, settings, SEED.value, PRESET.value or "cpu"))
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(cells, indent=1))
                 print(table(cells), flush=True)

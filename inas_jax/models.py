@@ -145,13 +145,18 @@ class Model:
     def init(self, key: jax.Array, image_shape: tuple[int, ...]) -> dict:
         """Fresh variables {params, batch_stats} (He-normal weights from `key`) for images (H, W, C)."""
         if isinstance(key, jax.core.Tracer):  # under eval_shape or an outer jit: part of that computation
-            return self.module.init(key, jnp.zeros((1, *image_shape), jnp.float32))
+            return _fresh_variables(self.module, key, tuple(image_shape))
         return _compiled_init(self.module, tuple(image_shape), jax.default_backend())(key)
 
     def apply(self, variables: dict, images: jax.Array, train: bool = False, **kwargs):
         """The network on uint8-valued images (B, H, W, C), normalised here; kwargs go to flax's apply
         (mutable, dropout_key, dropout_rate). Returns what GridResNet returns."""
         return self.module.apply(variables, normalise(images, self.mean, self.std), train=train, **kwargs)
+
+
+def _fresh_variables(module: GridResNet, key: jax.Array, image_shape: tuple[int, ...]) -> dict:
+    """flax's init of `module` on one zero image (1, *image_shape): {params, batch_stats}."""
+    return module.init(key, jnp.zeros((1, *image_shape), jnp.float32))
 
 
 # XLA options of the initialisation's executable on the CPU. It runs once per training but, with one
@@ -163,7 +168,7 @@ INIT_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 1}}
 @functools.lru_cache(maxsize=64)
 def _compiled_init(module: GridResNet, image_shape: tuple[int, ...], backend: str):
     """The jitted, compiled `module.init(key, zeros (1, *image_shape))`, once per module and shape."""
-    init = jax.jit(lambda key: module.init(key, jnp.zeros((1, *image_shape), jnp.float32)))
+    init = jax.jit(lambda key: _fresh_variables(module, key, image_shape))
     return init.lower(jax.random.key(0)).compile(compiler_options=INIT_COMPILER_OPTIONS.get(backend, {}))
 
 
@@ -179,7 +184,7 @@ def forward_flops(arch: Arch, num_classes: int, width: int, image_shape: tuple[i
     """FLOPs of one image's inference pass as XLA counts them for the plain-convolution network (direct
     convolutions, not Winograd). A training step costs about 3x this per image (backward ~2x forward)."""
     module = GridResNet(arch, num_classes, width, conv=ConvLowering("xla"))
-    variables = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, *image_shape))))
+    variables = jax.eval_shape(lambda: _fresh_variables(module, jax.random.key(0), image_shape))
     forward = jax.jit(lambda v, x: module.apply(v, x)[0])
     return float(forward.lower(variables, jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
                  .compile().cost_analysis()["flops"])
