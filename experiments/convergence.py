@@ -35,7 +35,7 @@ from inas_jax.train import evaluate, train
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NPZ = flags.DEFINE_string("npz", str(ROOT.parent / "shared" / "data" / "cifar10.npz"), "CIFAR-10 in the npz format.")
 ARCHS = flags.DEFINE_list("archs", ["1x2", "2x4"], "Architectures, BLOCKSxSTACKS.")
-LABELS = flags.DEFINE_list("labels", ["1000", "4000"], "Labelled-set sizes.")
+LABELS = flags.DEFINE_list("labels", None, "Labelled-set sizes (default: the preset's first and last, or 1000,4000).")
 SAMPLES = flags.DEFINE_integer("samples", 204_800, "S: training samples of the base schedule (without --preset).")
 PRESET = flags.DEFINE_string("preset", None, "Take S per labelled-set size and --settings from this preset.")
 MULTIPLIERS = flags.DEFINE_list("multipliers", ["1", "2", "4"], "Schedules of S times these.")
@@ -101,10 +101,11 @@ def main(argv) -> int:
     if preset:
         settings = {"width": preset.model.width, "batch_size": preset.train.batch_size,
                     "epoch_size": preset.train.epoch_size}
+    labels = LABELS.value or ([preset.initial_size, preset.budget] if preset else [1000, 4000])
     dataset = load_npz(NPZ.value)
     for text in ARCHS.value:
         arch = Arch.parse(text)
-        for n in map(int, LABELS.value):
+        for n in map(int, labels):
             base = preset.round_train(n).epochs * preset.train.epoch_size if preset else SAMPLES.value
             for m in map(int, MULTIPLIERS.value):
                 samples = m * base
