@@ -1,12 +1,14 @@
 """The CIFAR-10 studies at CPU scale: every query x strategy x seed of a preset (experiments/paper.py).
 
   python experiments/study.py run --seeds=0,1,2          # the cifar_plateau study, resuming, tier by tier
+  python experiments/study.py run --jobs=2               # two runs at once, one per core
   python experiments/study.py report                     # figures + summary.md from the committed results
   python experiments/study.py verify cifar10_inas_sr_seed0   # rerun one configuration, compare
   python experiments/study.py --study=cifar_cpu verify cifar10_fixed1x2_sr_seed0   # the first study
 
 `run` works in runs/STUDY/NAME (checkpoints; not committed) and copies each finished run's
-results.json to experiments/results/STUDY/runs/NAME.json. Stopping it at any moment loses at most
+results.json to experiments/results/STUDY/runs/NAME.json; with --jobs=N, N runs go at once, each
+pinned to its share of the CPUs and logging to its workdir's driver.log. Stopping it at any moment loses at most
 the work since the last checkpoint: the same command resumes. `verify` reruns one configuration from
 scratch in a temporary workdir and checks that the labelled indices (sha1 per round), architectures,
 candidate scores and accuracies equal the committed file; exit status 1 if they do not.
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import paper
 
@@ -46,21 +50,55 @@ def comparable(results: dict) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds")} for r in results["rounds"]]
 
 
+def cpu_groups(jobs: int) -> list[set[int]]:
+    """This process's CPUs in `jobs` disjoint groups, one per concurrent run: two runs pinned to one core
+    each train 12-25% more images per second in total than two sharing both cores, or one on both."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not 1 <= jobs <= len(cpus):
+        raise ValueError(f"--jobs={jobs} must be between 1 and the {len(cpus)} CPUs this process may use")
+    return [set(cpus[i::jobs]) for i in range(jobs)]
+
+
 def run(args) -> int:
+    """Every unfinished configuration of the study, `args.jobs` at a time (in paper.py's order); with
+    more than one job each runs pinned to its CPU group and logs to its workdir's driver.log."""
     results = RESULTS / args.study
     (results / "runs").mkdir(parents=True, exist_ok=True)
     todo = study(args.study, args.npz, args.seeds)
+    pending = []
     for i, (name, cmd) in enumerate(todo):
-        target = results / "runs" / f"{name}.json"
-        if target.exists():
-            print(f"[{i + 1}/{len(todo)}] {name}: done", flush=True)
-            continue
-        print(f"[{i + 1}/{len(todo)}] {name}: {' '.join(cmd[1:])}", flush=True)
-        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-            print(f"{name} failed; rerun this command to resume it", file=sys.stderr)
-            return 1
-        shutil.copyfile(workdir_of(cmd) / "results.json", target)
-    return 0
+        done = (results / "runs" / f"{name}.json").exists()
+        print(f"[{i + 1}/{len(todo)}] {name}: {'done' if done else 'to run'}", flush=True)
+        if not done:
+            pending.append((name, cmd))
+    jobs = args.jobs
+    free, running, failed = cpu_groups(jobs), {}, []
+    while pending or running:
+        while pending and free:
+            name, cmd = pending.pop(0)
+            group = free.pop(0)
+            workdir = workdir_of(cmd)
+            print(f"start {name}: {' '.join(cmd[1:])}", flush=True)
+            if jobs == 1:
+                running[subprocess.Popen(cmd, cwd=ROOT)] = (name, workdir, group)
+                continue
+            workdir.mkdir(parents=True, exist_ok=True)
+            with open(workdir / "driver.log", "a") as log:
+                running[subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                         preexec_fn=lambda g=group: os.sched_setaffinity(0, g))] = (name, workdir, group)
+        time.sleep(0.2)
+        for proc in [p for p in running if p.poll() is not None]:
+            name, workdir, group = running.pop(proc)
+            free.append(group)
+            if proc.returncode:
+                failed.append(name)
+                print(f"{name} failed (exit {proc.returncode}); rerun this command to resume it", file=sys.stderr)
+                continue
+            shutil.copyfile(workdir / "results.json", results / "runs" / f"{name}.json")
+            print(f"finished {name}", flush=True)
+        if failed:
+            pending.clear()
+    return 1 if failed else 0
 
 
 def report(args) -> int:
@@ -106,6 +144,7 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run")
     p.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--jobs", default=1, type=int, help="configurations at once, each pinned to its share of the CPUs")
     sub.add_parser("report")
     p = sub.add_parser("verify")
     p.add_argument("name", help="a run name, e.g. cifar10_inas_sr_seed0")

@@ -1,6 +1,7 @@
 """experiments/study.py end to end on tiny digits runs: run, skip when done, verify, detect a change."""
 import argparse
 import json
+import os
 import sys
 
 import pytest
@@ -25,11 +26,11 @@ def tiny_study(tmp_path, monkeypatch):
 
 
 def test_run_then_verify_reproduces_and_catches_a_changed_result(tiny_study, capsys):
-    assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[3])) == 0
+    assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[3], jobs=1)) == 0
     committed = tiny_study / "results" / "tiny" / "runs" / "digits_fixed1x1_sr_seed3.json"
     rounds = json.loads(committed.read_text())["rounds"]
     assert len(rounds) == 2 and all(len(r["labelled_sha1"]) == 40 for r in rounds)
-    assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[3])) == 0  # finished: skipped, not rerun
+    assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[3], jobs=1)) == 0  # finished: skipped, not rerun
     assert "done" in capsys.readouterr().out
 
     assert study.verify(argparse.Namespace(study="tiny", npz=None, name="digits_fixed1x1_sr_seed3")) == 0
@@ -40,3 +41,36 @@ def test_run_then_verify_reproduces_and_catches_a_changed_result(tiny_study, cap
     committed.write_text(json.dumps(results))
     assert study.verify(argparse.Namespace(study="tiny", npz=None, name="digits_fixed1x1_sr_seed3")) == 1
     assert "round 2 labelled_sha1" in capsys.readouterr().out
+
+
+def test_jobs_run_at_once_pinned_to_disjoint_cpus_and_a_failure_stops_the_queue(tmp_path, monkeypatch, capsys):
+    """--jobs=N: N runs at once, each pinned to its own CPU group and logging to its workdir; a failed
+    run is reported (exit 1) and nothing new starts after it, while the runs already going finish."""
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
+    cpus = sorted(os.sched_getaffinity(0))
+    jobs = min(2, len(cpus))
+    # Each fake run records its CPUs and the runs alive beside it, then writes results.json.
+    script = ("import json, os, pathlib, sys, time; w = pathlib.Path(sys.argv[1]); w.mkdir(parents=True, exist_ok=True);"
+              "(w / 'started').touch(); time.sleep(1.0); print('log line');"
+              "alive = sorted(p.parent.name for p in w.parent.glob('*/started') if not (p.parent / 'results.json').exists());"
+              "(w / 'results.json').write_text(json.dumps(dict(cpus=sorted(os.sched_getaffinity(0)), alive=alive)));"
+              "sys.exit(3 if w.name == 'b' else 0)")
+
+    def fake(name, npz, seeds):
+        return [(n, [sys.executable, "-c", script, f"{tmp_path}/runs/{n}", f"--workdir={tmp_path}/runs/{n}"])
+                for n in ("a", "b", "c", "d")]
+
+    monkeypatch.setattr(study, "study", fake)
+    assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[0], jobs=jobs)) == 1
+    out = capsys.readouterr()
+    assert "b failed (exit 3)" in out.err
+    runs = tmp_path / "results" / "tiny" / "runs"
+    first = json.loads((runs / "a.json").read_text())
+    assert len(first["cpus"]) == len(cpus) // jobs
+    if jobs == 2:
+        assert first["alive"] == ["a", "b"]  # a and b ran together
+        assert json.loads((tmp_path / "runs" / "b" / "results.json").read_text())["cpus"] != first["cpus"]
+        assert "log line" in (tmp_path / "runs" / "a" / "driver.log").read_text()
+    assert not (runs / "b.json").exists() and not (tmp_path / "runs" / "d").exists()
+    with pytest.raises(ValueError, match=f"--jobs={len(cpus) + 1} must be between 1 and the {len(cpus)} CPUs"):
+        study.cpu_groups(len(cpus) + 1)
