@@ -43,7 +43,7 @@ from inas_jax.config import ModelConfig, TrainConfig
 from inas_jax.conv import PATCH_MAX_SIZE
 from inas_jax.models import build_model, forward_flops
 from inas_jax.search_space import Arch, num_params
-from inas_jax.train import init_state, train_epoch, train_step
+from inas_jax.train import init_state, sgd_step, train_epoch
 
 PEER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "peer_resnet_torch.py"
 
@@ -91,8 +91,8 @@ def jax_images_per_s(arch: Arch, augmented: bool, profile: bool = False) -> tupl
     rate = BATCH.value * STEPS.value / best
     if profile:
         jax.profiler.stop_trace()
-        hlo = train_step.lower(state, model, x, y, jnp.asarray(batches[0]), jax.random.key(2),
-                               cfg=cfg.step_config()).compile().as_text()
+        idx = jnp.asarray(batches[0])
+        hlo = sgd_step.lower(state, model, x[idx], y, idx, jax.random.key(2), cfg=cfg.step_config()).compile().as_text()
         print_op_profile(trace_dir, hlo, 1e3 * BATCH.value / rate)
         shutil.rmtree(trace_dir)
     return rate, faults
@@ -110,7 +110,7 @@ def print_op_profile(trace_dir: str, hlo: str, step_ms: float) -> None:
             total[event["name"]] += event.get("dur", 0) / 1e3 / STEPS.value
     print(f"  step {step_ms:.1f} ms; traced ops sum to {sum(total.values()):.1f} ms (two threads overlap)")
     for name, ms in total.most_common(PROFILE_TOP.value):
-        where = origin.get(name, "").removeprefix("jit(train_step)/")
+        where = origin.get(name, "").removeprefix("jit(sgd_step)/")
         print(f"  {ms:7.2f} ms {100 * ms / step_ms:5.1f}%  {name:28} {shapes[name]:24} {where}")
 
 
