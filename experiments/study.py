@@ -84,8 +84,10 @@ def run(args) -> int:
                 continue
             workdir.mkdir(parents=True, exist_ok=True)
             with open(workdir / "driver.log", "a") as log:
-                running[subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                         preexec_fn=lambda g=group: os.sched_setaffinity(0, g))] = (name, workdir, group)
+                proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            # Pinned as it starts, long before it imports jax and starts threads (which inherit it).
+            os.sched_setaffinity(proc.pid, group)
+            running[proc] = (name, workdir, group)
         time.sleep(0.2)
         for proc in [p for p in running if p.poll() is not None]:
             name, workdir, group = running.pop(proc)
