@@ -255,9 +255,9 @@ PRESETS: dict[str, dict] = {
                       eval_batch_size=1000),
     # CIFAR-10 at CPU scale with every final training run to a plateau (experiments/convergence.py):
     # 240 epochs of 2,048 samples per 1,000 labels (491.52 passes over the labelled set); candidates
-    # train a quarter of it. Labels 1,000 -> 2,000 -> 3,000. See README "CIFAR-10 trained to a plateau".
+    # train a quarter of it. Labels 1,000 -> 2,500 -> 4,000. See README "CIFAR-10 trained to a plateau".
     "cifar_plateau": dict(width=16, epochs=240, train_passes=491.52, epoch_size=2048, batch_size=128,
-                          inas_epochs=60, initial_size=1000, query_sizes=(1000,), budget=3000, t_inas=1),
+                          inas_epochs=60, initial_size=1000, query_sizes=(1500,), budget=4000, t_inas=1),
 }
 # Augmentation per dataset: natural images get flips, 4-pixel shifts and 15-degree rotations (the
 # paper's); the 8x8 digits no mirroring and smaller moves.

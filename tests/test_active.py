@@ -111,12 +111,12 @@ def test_training_grows_with_the_labelled_set_under_train_passes():
     """round_train: max(epochs, ceil(passes * labels / epoch_size)); candidates keep inas_epochs/epochs
     of that schedule; without train_passes every round trains `epochs` and candidates `inas_epochs`."""
     cfg = from_preset("cifar_plateau", "cifar10")
-    assert cfg.schedule() == [1000, 2000, 3000]
-    assert [cfg.round_train(n).epochs for n in cfg.schedule()] == [240, 480, 720]
+    assert cfg.schedule() == [1000, 2500, 4000]
+    assert [cfg.round_train(n).epochs for n in cfg.schedule()] == [240, 600, 960]
     assert cfg.replace(train_passes=245.76).round_train(1000).epochs == 240  # the floor
-    cand = cfg.round_candidate_train(3000)
-    assert (cand.epochs, cand.schedule_epochs) == (180, 720)
-    assert cfg.round_train(3000).step_config() == cand.step_config()  # the candidate shares the final step
+    cand = cfg.round_candidate_train(4000)
+    assert (cand.epochs, cand.schedule_epochs) == (240, 960)
+    assert cfg.round_train(4000).step_config() == cand.step_config()  # the candidate shares the final step
     plain = from_preset("cifar_cpu", "cifar10")
     assert {plain.round_train(n).epochs for n in plain.schedule()} == {30}
     assert (plain.round_candidate_train(4000).epochs, plain.round_candidate_train(4000).schedule_epochs) == (8, 30)
