@@ -5,8 +5,8 @@
   python experiments/bench_train.py --archs=1,1 --profile_top=15   # where a step's time goes, per XLA op
 
 Each row times `--repeats` epochs of `--steps` SGD steps of inas_jax.train.train_epoch (after a
-compile/warm-up epoch; the best counts) on random 32x32x3 uint8 images, once with augmentation off
-(the peer's setting) and once with it on, and counts the minor page faults per step. It then runs
+compile/warm-up epoch; the best counts) on random 32x32x3 uint8 images, with augmentation off (the
+peer's setting) and on, alternating epoch by epoch, and counts the minor page faults per step. It then runs
 ../shared/tools/peer_resnet_torch.py (its best of `--repeats` timed runs) with the same architecture in
 every configuration a PyTorch user would try: eager NCHW, --channels_last, --channels_last --compile,
 each as shipped and with the huge-page malloc tunable this script restarts itself with (`+h`;
@@ -64,38 +64,44 @@ PROFILE_TOP = flags.DEFINE_integer("profile_top", 0, "Print the K most expensive
 STATS = (np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32))  # per-channel mean, std
 
 
-def jax_images_per_s(arch: Arch, augmented: bool, profile: bool = False) -> tuple[float, float]:
-    """(images/s of the best of REPEATS timed epochs, minor page faults per step in the last one)."""
-    cfg = TrainConfig(epochs=1, epoch_size=BATCH.value * STEPS.value, batch_size=BATCH.value,
-                      flip=augmented, max_shift=4 if augmented else 0, max_rotation=15.0 if augmented else 0.0)
+def jax_images_per_s(arch: Arch, profile: bool = False) -> tuple[float, float, float]:
+    """(images/s without augmentation, images/s with it, minor page faults per step), each the best of
+    REPEATS timed epochs; the two settings alternate epoch by epoch, so a change of the machine's load
+    or state during the run hits both alike. With `profile`, one traced epoch without augmentation."""
+    cfgs = [TrainConfig(epochs=1, epoch_size=BATCH.value * STEPS.value, batch_size=BATCH.value, flip=augmented,
+                        max_shift=4 if augmented else 0, max_rotation=15.0 if augmented else 0.0)
+            for augmented in (False, True)]
     model = build_model(arch, 10, ModelConfig(width=WIDTH.value, patch_max_size=PATCH_MAX.value,
                                               winograd=WINOGRAD.value), STATS)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(0, 256, (BATCH.value * 4, 32, 32, 3), np.uint8))
     y = jnp.asarray(rng.integers(0, 10, (BATCH.value * 4,), np.int32))
-    batches = rng.integers(0, len(x), (cfg.steps_per_epoch, BATCH.value)).astype(np.int32)
-    state = init_state(model, cfg, jax.random.key(0), (32, 32, 3))
-    state, *_ = train_epoch(state, model, x, y, batches, jax.random.key(1), cfg)
-    jax.block_until_ready(state)  # compiled and warm
+    batches = rng.integers(0, len(x), (cfgs[0].steps_per_epoch, BATCH.value)).astype(np.int32)
+    states = [init_state(model, cfg, jax.random.key(0), (32, 32, 3)) for cfg in cfgs]
+    states = [train_epoch(state, model, x, y, batches, jax.random.key(1), cfg)[0] for state, cfg in zip(states, cfgs)]
+    jax.block_until_ready(states)  # compiled and warm
     trace_dir = tempfile.mkdtemp(prefix="bench_train_trace_") if profile else None
     if profile:
         jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
-    best = float("inf")
+    best = [float("inf"), float("inf")]
     for repeat in range(1 if profile else REPEATS.value):
-        faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        t = time.perf_counter()
-        state, losses, _ = train_epoch(state, model, x, y, batches, jax.random.key(2 + repeat), cfg)
-        jax.block_until_ready(losses)
-        best = min(best, time.perf_counter() - t)
-        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / STEPS.value
-    rate = BATCH.value * STEPS.value / best
+        for i in range(1 if profile else 2):
+            faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t = time.perf_counter()
+            states[i], losses, _ = train_epoch(states[i], model, x, y, batches, jax.random.key(2 + repeat), cfgs[i])
+            jax.block_until_ready(losses)
+            best[i] = min(best[i], time.perf_counter() - t)
+            if i == 0:
+                faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / STEPS.value
+    plain, aug = (BATCH.value * STEPS.value / t for t in best)
     if profile:
         jax.profiler.stop_trace()
         idx = jnp.asarray(batches[0])
-        hlo = sgd_step.lower(state, model, x[idx], y, idx, jax.random.key(2), cfg=cfg.step_config()).compile().as_text()
-        print_op_profile(trace_dir, hlo, 1e3 * BATCH.value / rate)
+        hlo = sgd_step.lower(states[0], model, x[idx], y, idx, jax.random.key(2),
+                             cfg=cfgs[0].step_config()).compile().as_text()
+        print_op_profile(trace_dir, hlo, 1e3 * BATCH.value / plain)
         shutil.rmtree(trace_dir)
-    return rate, faults
+    return plain, aug, faults
 
 
 def print_op_profile(trace_dir: str, hlo: str, step_ms: float) -> None:
@@ -170,15 +176,14 @@ def main(_):
     for text in FLAGS.value:
         arch = Arch.parse(text)
         flop = train_gflop_per_image(arch)
-        plain, faults = jax_images_per_s(arch, augmented=False)
-        aug, _ = jax_images_per_s(arch, augmented=True)
+        plain, aug, faults = jax_images_per_s(arch)
         peers = {name: peer_images_per_s(arch, f, h) for name, (f, h) in PEER_CONFIGS.items()}
         best = max((v for v in peers.values() if v), default=None)
         print(f"{str(arch):8} {num_params(arch, 10, WIDTH.value):10,d} {flop:9.3f} {plain:8.1f} {faults:7.0f} "
               f"{aug:8.1f} {100 * (plain / aug - 1):7.1f}% " + " ".join(cell(v, 12) for v in peers.values())
               + f" {cell(best and plain / best, 8, 2)} {cell(100 * plain * flop / ceiling, 9, 1, '%')}", flush=True)
         if PROFILE_TOP.value:
-            jax_images_per_s(arch, augmented=False, profile=True)
+            jax_images_per_s(arch, profile=True)
 
 
 if __name__ == "__main__":
