@@ -215,14 +215,15 @@ class RunStore:
         scores = [[a.to_json(), s] for a, s in self.known_scores(round_).items()]
         write_json(self.dir / "round_progress.json", {"round": round_, "scores": scores + [[arch.to_json(), score]]})
 
-    def training_hooks(self, round_: int, task: str, template) -> dict:
-        """{'resume': (epoch, state, history) or None, 'on_epoch': checkpoint callback} for train()."""
+    def training_hooks(self, round_: int, task: str, template: Callable[[], Any]) -> dict:
+        """{'resume': (epoch, state, history) or None, 'on_epoch': checkpoint callback} for train();
+        template() gives the TrainState shapes to restore into, only called when there is a checkpoint."""
         def restore(step: int):
             meta = self._training.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
             if meta["round"] != round_ or meta["task"] != task:
                 return None
             got = self._training.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
+                state=ocp.args.StandardRestore(template()), meta=ocp.args.JsonRestore()))
             return int(meta["epoch"]), got["state"], meta["history"]
 
         resume = newest_readable(self._training, restore, "training", delete_damaged=False)

@@ -87,15 +87,23 @@ def test_refuses_workdir_of_another_config(tmp_path, capsys):
 
 
 def test_resume_mid_training_equals_uninterrupted(tmp_path, monkeypatch):
-    """A crash inside round 2's training resumes from its epoch checkpoint to the same results."""
+    """A crash inside round 2's training resumes from its epoch checkpoint to the same results. The
+    restore target (a traced TrainState template) is built only for that restore, never for a
+    training that starts fresh."""
+    from inas_jax import active
+    built = []
+    real_template = active._template
+    monkeypatch.setattr(active, "_template", lambda *a: lambda: (built.append(1), real_template(*a)())[1])
     args = TINY + ["--strategy=fixed", "--arch=1,1", "--epochs=4", "--checkpoint_seconds=0"]
     assert run_cli(args + [f"--workdir={tmp_path / 'whole'}"]) == 0
+    assert not built
     from inas_jax import train as train_mod
     real_epoch = crash_at_epoch_call(monkeypatch, 6)  # round 2, epoch 2 (round 1 used 4 epochs)
     assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 130  # interrupted
     assert os.listdir(tmp_path / "cut" / "training") == ["1"]
     monkeypatch.setattr(train_mod, "train_epoch", real_epoch)
     assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 0
+    assert len(built) == 1
     assert without_timings(results_of(tmp_path / "cut")) == without_timings(results_of(tmp_path / "whole"))
 
 
