@@ -155,10 +155,15 @@ def epoch_batches(key: jax.Array, n: int, cfg: TrainConfig) -> np.ndarray:
     is full, so every labelled point is seen equally often (+-1) whatever n is.
     """
     needed = cfg.steps_per_epoch * cfg.batch_size
-    rounds = -(-needed // n)
-    keys = jax.random.split(key, rounds)
-    perms = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
+    perms = _permutations(key, n, -(-needed // n))
     return np.asarray(perms).reshape(-1)[:needed].reshape(cfg.steps_per_epoch, cfg.batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("n", "rounds"))
+def _permutations(key: jax.Array, n: int, rounds: int) -> jax.Array:
+    """`rounds` random permutations of 0..n-1, (rounds, n) int32, one per key of split(key, rounds).
+    One jitted call: run op by op, each labelled-set size compiled ~4 small executables."""
+    return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, rounds))
 
 
 @jax.jit
@@ -260,7 +265,7 @@ def train(model: Model, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, key: jax
                      f" val_acc {record['val_accuracy']:.3f}" if val is not None else "", record["seconds"])
         if on_epoch is not None:
             on_epoch(epoch + 1, state, history)
-    if not all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves((state.params, state.batch_stats))):
+    if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves((state.params, state.batch_stats))):
         raise TrainingDiverged(f"{label}: a parameter is not finite after training; lower the learning rate "
                                "or check the data")
     best = max((r["val_accuracy"] for r in history), default=None) if val is not None else None

@@ -70,6 +70,21 @@ def test_epoch_batches_oversample_evenly():
     assert counts.max() - counts.min() <= 1 and counts.sum() == 1000
 
 
+@pytest.mark.parametrize("n", [1, 7, 30, 128, 1000])
+def test_epoch_batches_are_the_op_by_op_permutations_in_one_compiled_call(n):
+    """The jitted permutations equal jax.random.permutation of each split key run op by op (runs keep
+    their batches), and a second epoch of the same size compiles nothing."""
+    from inas_jax.compilation import snapshot
+    cfg = TrainConfig(epoch_size=1280, batch_size=128)
+    key = jax.random.key(n)
+    keys = jax.random.split(key, -(-1280 // n))
+    want = np.concatenate([np.asarray(jax.random.permutation(k, n)) for k in keys])[:1280].reshape(10, 128)
+    np.testing.assert_array_equal(epoch_batches(key, n, cfg), want)
+    before = snapshot()
+    epoch_batches(jax.random.key(n + 1), n, cfg)
+    assert snapshot().since(before).compiled == 0
+
+
 def test_lr_schedule_decays_at_half_and_three_quarters():
     from inas_jax.train import make_optimizer
     cfg = TrainConfig(epochs=4, epoch_size=40, batch_size=10, weight_decay=0.0, momentum=0.0, nesterov=False)
