@@ -19,7 +19,7 @@ import numpy as np
 from inas_jax import queries
 from inas_jax.config import RunConfig
 from inas_jax.data import Dataset
-from inas_jax.inas import search
+from inas_jax.inas import permutation, search
 from inas_jax.models import Model, build_model
 from inas_jax.search_space import MAX_BLOCKS, MAX_STACKS, Arch, num_params
 from inas_jax.train import TrainConfig, TrainingDiverged, TrainState, evaluate, init_state, predict, train
@@ -79,7 +79,7 @@ class NoProgress:
 def initial_labelled(pool_size: int, k: int, seed: int) -> np.ndarray:
     """The random initial labelled set: depends only on the pool size, k and the seed, so every
     strategy and query function of a comparison starts from the same points."""
-    perm = jax.random.permutation(jax.random.fold_in(jax.random.key(seed), 0x1AB), pool_size)
+    perm = permutation(jax.random.fold_in(jax.random.key(seed), 0x1AB), pool_size)
     return np.asarray(perm[:k], np.int32)
 
 

@@ -1,5 +1,6 @@
 import jax
 import numpy as np
+import pytest
 
 from inas_jax.inas import search, split_train_val
 from inas_jax.models import Arch
@@ -43,3 +44,12 @@ def test_split_is_fixed_disjoint_and_80_20():
     assert len(val) == 20 and len(train) == 81
     assert sorted(np.concatenate([train, val]).tolist()) == list(range(101))
     np.testing.assert_array_equal(val, split_train_val(101, jax.random.key(3))[1])
+
+
+@pytest.mark.parametrize("n", [1, 5, 101, 50_000])
+def test_compiled_permutation_equals_jax_random_permutation(n):
+    """The splits and initial labelled sets come from one compiled call; its values are
+    jax.random.permutation's (run op by op), so runs keep their splits."""
+    from inas_jax.inas import permutation
+    key = jax.random.key(n)
+    np.testing.assert_array_equal(np.asarray(permutation(key, n)), np.asarray(jax.random.permutation(key, n)))
