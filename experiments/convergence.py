@@ -40,7 +40,8 @@ SAMPLES = flags.DEFINE_integer("samples", 204_800, "S: training samples of the b
 PRESET = flags.DEFINE_string("preset", None, "Take S per labelled-set size and --settings from this preset.")
 MULTIPLIERS = flags.DEFINE_list("multipliers", ["1", "2", "4"], "Schedules of S times these.")
 SETTINGS = flags.DEFINE_list("settings", ["width=16", "batch_size=128", "epoch_size=2048"],
-                             "Settings of the trainings (name=value), on the cpu preset for cifar10 (without --preset).")
+                             "Settings of the trainings (name=value), on the cpu preset for cifar10 "
+                             "(without --preset).")
 SEED = flags.DEFINE_integer("seed", 0, "Seed of the labelled set, weights and batches.")
 OUT = flags.DEFINE_string("out", str(ROOT / "experiments" / "results" / "cifar_plateau" / "convergence.json"),
                           "Results file (JSON list of cells), read and extended.")
@@ -55,7 +56,7 @@ def _settings() -> dict:
     return out
 
 
-def cell(dataset, arch: Arch, n: int, samples: int, settings: dict, seed: int, preset: str = "cpu") -> dict:
+def cell(dataset, arch: Arch, n: int, samples: int, settings: dict, seed: int, preset: str) -> dict:
     """Trains `arch` on the seed's n random labels for `samples` samples with the preset's training
     settings (and `settings`); its test accuracy and cost."""
     epoch_size = settings["epoch_size"]

@@ -8,8 +8,8 @@
 
 `run` works in runs/STUDY/NAME (checkpoints; not committed) and copies each finished run's
 results.json to experiments/results/STUDY/runs/NAME.json; with --jobs=N, N runs go at once, each
-pinned to its share of the CPUs and logging to its workdir's driver.log. Stopping it at any moment loses at most
-the work since the last checkpoint: the same command resumes. `verify` reruns one configuration from
+pinned to its share of the CPUs and logging to its workdir's driver.log. Stopping it at any moment
+loses at most the work since the last checkpoint: the same command resumes. `verify` reruns one configuration from
 scratch in a temporary workdir and checks that the labelled indices (sha1 per round), architectures,
 candidate scores and accuracies equal the committed file; exit status 1 if they do not.
 """
@@ -71,21 +71,21 @@ def run(args) -> int:
         print(f"[{i + 1}/{len(todo)}] {name}: {'done' if done else 'to run'}", flush=True)
         if not done:
             pending.append((name, cmd))
-    jobs = args.jobs
-    free, running, failed = cpu_groups(jobs), {}, []
+    free, running, failed = cpu_groups(args.jobs), {}, []
     while pending or running:
         while pending and free:
             name, cmd = pending.pop(0)
             group = free.pop(0)
             workdir = workdir_of(cmd)
             print(f"start {name}: {' '.join(cmd[1:])}", flush=True)
-            if jobs == 1:
-                running[subprocess.Popen(cmd, cwd=ROOT)] = (name, workdir, group)
-                continue
-            workdir.mkdir(parents=True, exist_ok=True)
-            with open(workdir / "driver.log", "a") as log:
-                proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            # Pinned as it starts, long before it imports jax and starts threads (which inherit it).
+            if args.jobs == 1:  # one run at a time: its output goes to this terminal
+                proc = subprocess.Popen(cmd, cwd=ROOT)
+            else:
+                workdir.mkdir(parents=True, exist_ok=True)
+                with open(workdir / "driver.log", "a") as log:
+                    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            # Pinned as it starts, long before it imports jax and starts threads (which inherit it); with
+            # one job the group is every CPU this process may use, as unpinned.
             os.sched_setaffinity(proc.pid, group)
             running[proc] = (name, workdir, group)
         time.sleep(0.2)

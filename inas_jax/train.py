@@ -1,8 +1,9 @@
 """Training and evaluation as pure functions of explicit state and keys.
 
-`train_step` is one SGD step (a jitted augmentation, then a jitted update with donated state); `train_epoch` runs it over an epoch of index
-batches drawn (with oversampling) from the labelled set; `train` loops epochs on the host so it can report progress,
-checkpoint, and stop on divergence; `predict` runs the model over a pool in fixed-size batches.
+`train_step` is one SGD step (a jitted augmentation, then a jitted update with donated state);
+`train_epoch` runs it over an epoch of index batches drawn (with oversampling) from the labelled set;
+`train` loops epochs on the host so it can report progress, checkpoint, and stop on divergence;
+`predict` runs the model over a pool in fixed-size batches.
 """
 from __future__ import annotations
 
