@@ -9,14 +9,15 @@ S is --samples, or with --preset the samples of that preset's final training at 
 size (RunConfig.round_train: epochs x epoch_size, its training settings). Each cell (architecture,
 labelled-set size, samples) trains from scratch on the seed's random initial labelled set (the one
 every run of the study starts from at that size) and is appended to --out as soon as it finishes,
-so stopping and rerunning loses at most the cell in progress; cells already measured (same
-settings) are reused. A training is converged at S when doubling S changes test accuracy by less
+and cells already measured (same settings) are reused. A cell in progress checkpoints its training
+to --workdir at most every minute, so stopping and rerunning loses at most a minute of it. A training is converged at S when doubling S changes test accuracy by less
 than one point.
 """
 from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 import sys
 import time
 
@@ -24,13 +25,14 @@ import jax
 from absl import app, flags
 
 from inas_jax import active
+from inas_jax.checkpoint import RunStore
 from inas_jax.allocator import reexec_with_huge_pages
 from inas_jax.compilation import enable_persistent_cache
 from inas_jax.config import from_preset
 from inas_jax.data import load_npz
 from inas_jax.models import build_model
 from inas_jax.search_space import Arch
-from inas_jax.train import evaluate, train
+from inas_jax.train import evaluate, init_state, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NPZ = flags.DEFINE_string("npz", str(ROOT.parent / "shared" / "data" / "cifar10.npz"), "CIFAR-10 in the npz format.")
@@ -45,6 +47,9 @@ SETTINGS = flags.DEFINE_list("settings", ["width=16", "batch_size=128", "epoch_s
 SEED = flags.DEFINE_integer("seed", 0, "Seed of the labelled set, weights and batches.")
 OUT = flags.DEFINE_string("out", str(ROOT / "experiments" / "results" / "cifar_plateau" / "convergence.json"),
                           "Results file (JSON list of cells), read and extended.")
+WORKDIR = flags.DEFINE_string("workdir", str(ROOT / "runs" / "convergence"),
+                              "Checkpoints of the cells in progress (one directory each, removed when it finishes).")
+CHECKPOINT_SECONDS = 60.0  # at most this long between a cell's training checkpoints
 TABLE = flags.DEFINE_boolean("table", False, "Print the table of --out and stop.")
 
 
@@ -56,20 +61,34 @@ def _settings() -> dict:
     return out
 
 
-def cell(dataset, arch: Arch, n: int, samples: int, settings: dict, seed: int, preset: str) -> dict:
+def cell(dataset, arch: Arch, n: int, samples: int, settings: dict, seed: int, preset: str,
+         workdir: pathlib.Path) -> dict:
     """Trains `arch` on the seed's n random labels for `samples` samples with the preset's training
-    settings (and `settings`); its test accuracy and cost."""
+    settings (and `settings`); its test accuracy and cost. Resumes from and checkpoints to
+    workdir/<cell>, removed once the cell is measured; cpu_seconds counts this process only, and
+    resumed_at_epoch says where it took over (0 for an uninterrupted cell)."""
     epoch_size = settings["epoch_size"]
     cfg = from_preset(preset, "cifar10", epochs=samples // epoch_size, seed=seed, **settings)
     idx = active.initial_labelled(len(dataset.x_train), n, seed)
     model = build_model(arch, dataset.num_classes, cfg.model, dataset.channel_stats)
     start = time.process_time()
-    result = train(model, dataset.x_train[idx], dataset.y_train[idx], cfg.train,
-                   jax.random.fold_in(jax.random.key(seed), active.FINAL_TRAINING), label=f"{arch} {n} labels {samples}")
+    store = RunStore(workdir / f"{arch.blocks}x{arch.stacks}_{n}_{samples}_seed{seed}", cfg,
+                     dataset.fingerprint, CHECKPOINT_SECONDS)
+    store.open()
+    try:
+        hooks = store.training_hooks(0, "convergence", lambda: jax.eval_shape(
+            lambda: init_state(model, cfg.train, jax.random.key(0), dataset.image_shape)))
+        result = train(model, dataset.x_train[idx], dataset.y_train[idx], cfg.train,
+                       jax.random.fold_in(jax.random.key(seed), active.FINAL_TRAINING),
+                       label=f"{arch} {n} labels {samples}", **hooks)
+    finally:
+        store.close()
+    shutil.rmtree(store.dir)
     test = evaluate(result.model, result.state, dataset.x_test, dataset.y_test, cfg.train.eval_batch_size)
     return {"arch": arch.to_json(), "labels": n, "samples": samples, "settings": settings, "seed": seed,
             "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-            "final_train_loss": result.history[-1]["loss"], "cpu_seconds": time.process_time() - start}
+            "final_train_loss": result.history[-1]["loss"], "cpu_seconds": time.process_time() - start,
+            "resumed_at_epoch": hooks["resume"][0] if hooks["resume"] else 0}
 
 
 def table(cells: list[dict]) -> str:
@@ -113,7 +132,8 @@ def main(argv) -> int:
                 key = (arch.to_json(), n, samples, settings, SEED.value)
                 if any((c["arch"], c["labels"], c["samples"], c["settings"], c["seed"]) == key for c in cells):
                     continue
-                cells.append(cell(dataset, arch, n, samples, settings, SEED.value, PRESET.value or "cpu"))
+                cells.append(cell(dataset, arch, n, samples, settings, SEED.value, PRESET.value or "cpu",
+                                  pathlib.Path(WORKDIR.value)))
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(cells, indent=1))
                 print(table(cells), flush=True)

@@ -1,0 +1,33 @@
+"""experiments/convergence.py: a cell interrupted mid-training resumes from its checkpoint to the same result."""
+import sys
+
+import pytest
+
+sys.path.insert(0, "experiments")
+import convergence  # noqa: E402
+
+from conftest import crash_at_epoch_call  # noqa: E402
+from inas_jax.search_space import Arch  # noqa: E402
+
+SETTINGS = {"width": 4, "batch_size": 32, "epoch_size": 128}
+
+
+def test_interrupted_cell_resumes_to_the_uninterrupted_result(digits, tmp_path, monkeypatch):
+    monkeypatch.setattr(convergence, "CHECKPOINT_SECONDS", 0.0)
+    args = (digits, Arch(1, 1), 60, 4 * 128, SETTINGS, 0, "cpu")
+    whole = convergence.cell(*args, tmp_path / "whole")
+    assert whole["resumed_at_epoch"] == 0
+    assert list((tmp_path / "whole").iterdir()) == []  # the finished cell's checkpoints are removed
+
+    from inas_jax import train as train_mod
+    real_epoch = crash_at_epoch_call(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        convergence.cell(*args, tmp_path / "cut")
+    (checkpoints,) = (tmp_path / "cut").iterdir()
+    assert max(int(p.name) for p in (checkpoints / "training").iterdir()) == 2
+    monkeypatch.setattr(train_mod, "train_epoch", real_epoch)
+    resumed = convergence.cell(*args, tmp_path / "cut")
+    assert resumed["resumed_at_epoch"] == 2
+    for key in ("test_accuracy", "test_loss", "final_train_loss", "samples", "labels", "arch"):
+        assert resumed[key] == whole[key]
+    assert list((tmp_path / "cut").iterdir()) == []
