@@ -30,32 +30,37 @@ from inas_jax.allocator import reexec_with_huge_pages
 from inas_jax.compilation import enable_persistent_cache
 from inas_jax.config import from_preset
 from inas_jax.data import load_npz
+from inas_jax.environment import environment
 from inas_jax.models import build_model
 from inas_jax.search_space import Arch
 from inas_jax.train import evaluate, init_state, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-NPZ = flags.DEFINE_string("npz", str(ROOT.parent / "shared" / "data" / "cifar10.npz"), "CIFAR-10 in the npz format.")
-ARCHS = flags.DEFINE_list("archs", ["1x2", "2x4"], "Architectures, BLOCKSxSTACKS.")
-LABELS = flags.DEFINE_list("labels", None, "Labelled-set sizes (default: the preset's first and last, or 1000,4000).")
-SAMPLES = flags.DEFINE_integer("samples", 204_800, "S: training samples of the base schedule (without --preset).")
-PRESET = flags.DEFINE_string("preset", None, "Take S per labelled-set size and --settings from this preset.")
-MULTIPLIERS = flags.DEFINE_list("multipliers", ["1", "2", "4"], "Schedules of S times these.")
-SETTINGS = flags.DEFINE_list("settings", ["width=16", "batch_size=128", "epoch_size=2048"],
-                             "Settings of the trainings (name=value), on the cpu preset for cifar10 "
-                             "(without --preset).")
-SEED = flags.DEFINE_integer("seed", 0, "Seed of the labelled set, weights and batches.")
-OUT = flags.DEFINE_string("out", str(ROOT / "experiments" / "results" / "cifar_plateau" / "convergence.json"),
-                          "Results file (JSON list of cells), read and extended.")
-WORKDIR = flags.DEFINE_string("workdir", str(ROOT / "runs" / "convergence"),
-                              "Checkpoints of the cells in progress (one directory each, removed when it finishes).")
+FLAGS = flags.FLAGS
 CHECKPOINT_SECONDS = 60.0  # at most this long between a cell's training checkpoints
-TABLE = flags.DEFINE_boolean("table", False, "Print the table of --out and stop.")
+
+
+def define_flags() -> None:
+    """The command's flags (defined only when run as a script, so that importing `cell` defines none)."""
+    flags.DEFINE_string("npz", str(ROOT.parent / "shared" / "data" / "cifar10.npz"), "CIFAR-10 in the npz format.")
+    flags.DEFINE_list("archs", ["1x2", "2x4"], "Architectures, BLOCKSxSTACKS.")
+    flags.DEFINE_list("labels", None, "Labelled-set sizes (default: the preset's first and last, or 1000,4000).")
+    flags.DEFINE_integer("samples", 204_800, "S: training samples of the base schedule (without --preset).")
+    flags.DEFINE_string("preset", None, "Take S per labelled-set size and --settings from this preset.")
+    flags.DEFINE_list("multipliers", ["1", "2", "4"], "Schedules of S times these.")
+    flags.DEFINE_list("settings", ["width=16", "batch_size=128", "epoch_size=2048"],
+                      "Settings of the trainings (name=value), on the cpu preset for cifar10 (without --preset).")
+    flags.DEFINE_integer("seed", 0, "Seed of the labelled set, weights and batches.")
+    flags.DEFINE_string("out", str(ROOT / "experiments" / "results" / "cifar_plateau" / "convergence.json"),
+                        "Results file (JSON list of cells), read and extended.")
+    flags.DEFINE_string("workdir", str(ROOT / "runs" / "convergence"),
+                        "Checkpoints of the cells in progress (one directory each, removed when it finishes).")
+    flags.DEFINE_boolean("table", False, "Print the table of --out and stop.")
 
 
 def _settings() -> dict:
     out = {}
-    for item in SETTINGS.value:
+    for item in FLAGS.settings:
         name, value = item.split("=", 1)
         out[name] = int(value) if value.lstrip("-").isdigit() else value
     return out
@@ -88,7 +93,7 @@ def cell(dataset, arch: Arch, n: int, samples: int, settings: dict, seed: int, p
     return {"arch": arch.to_json(), "labels": n, "samples": samples, "settings": settings, "seed": seed,
             "test_accuracy": test["accuracy"], "test_loss": test["loss"],
             "final_train_loss": result.history[-1]["loss"], "cpu_seconds": time.process_time() - start,
-            "resumed_at_epoch": hooks["resume"][0] if hooks["resume"] else 0}
+            "resumed_at_epoch": hooks["resume"][0] if hooks["resume"] else 0, "environment": environment()}
 
 
 def table(cells: list[dict]) -> str:
@@ -110,30 +115,30 @@ def table(cells: list[dict]) -> str:
 
 
 def main(argv) -> int:
-    out = pathlib.Path(OUT.value)
+    out = pathlib.Path(FLAGS.out)
     cells = json.loads(out.read_text()) if out.exists() else []
-    if TABLE.value:
+    if FLAGS.table:
         print(table(cells))
         return 0
     enable_persistent_cache()
     settings = _settings()
-    preset = PRESET.value and from_preset(PRESET.value, "cifar10")
+    preset = FLAGS.preset and from_preset(FLAGS.preset, "cifar10")
     if preset:
         settings = {"width": preset.model.width, "batch_size": preset.train.batch_size,
                     "epoch_size": preset.train.epoch_size}
-    labels = LABELS.value or ([preset.initial_size, preset.budget] if preset else [1000, 4000])
-    dataset = load_npz(NPZ.value)
-    for text in ARCHS.value:
+    labels = FLAGS.labels or ([preset.initial_size, preset.budget] if preset else [1000, 4000])
+    dataset = load_npz(FLAGS.npz)
+    for text in FLAGS.archs:
         arch = Arch.parse(text)
         for n in map(int, labels):
-            base = preset.round_train(n).epochs * preset.train.epoch_size if preset else SAMPLES.value
-            for m in map(int, MULTIPLIERS.value):
+            base = preset.round_train(n).epochs * preset.train.epoch_size if preset else FLAGS.samples
+            for m in map(int, FLAGS.multipliers):
                 samples = m * base
-                key = (arch.to_json(), n, samples, settings, SEED.value)
+                key = (arch.to_json(), n, samples, settings, FLAGS.seed)
                 if any((c["arch"], c["labels"], c["samples"], c["settings"], c["seed"]) == key for c in cells):
                     continue
-                cells.append(cell(dataset, arch, n, samples, settings, SEED.value, PRESET.value or "cpu",
-                                  pathlib.Path(WORKDIR.value)))
+                cells.append(cell(dataset, arch, n, samples, settings, FLAGS.seed, FLAGS.preset or "cpu",
+                                  pathlib.Path(FLAGS.workdir)))
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(cells, indent=1))
                 print(table(cells), flush=True)
@@ -141,5 +146,6 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     reexec_with_huge_pages()
     app.run(lambda argv: sys.exit(main(argv)))

@@ -50,6 +50,14 @@ def comparable(results: dict) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds")} for r in results["rounds"]]
 
 
+def recorded_cpus(results: dict) -> int | None:
+    """The CPU threads the run's rounds ran with (XLA:CPU's numbers depend on it), None if unrecorded."""
+    counts = {r["environment"]["cpu_threads"] for r in results["rounds"] if "environment" in r}
+    if len(counts) > 1:
+        raise ValueError(f"its rounds ran with different CPU thread counts {sorted(counts)}: it cannot be reproduced")
+    return counts.pop() if counts else None
+
+
 def cpu_groups(jobs: int) -> list[set[int]]:
     """This process's CPUs in `jobs` disjoint groups, one per concurrent run: two runs pinned to one core
     each train 12-25% more images per second in total than two sharing both cores, or one on both."""
@@ -115,26 +123,41 @@ def report(args) -> int:
 
 
 def verify(args) -> int:
+    """Reruns args.name from scratch on as many CPUs as it ran with, and compares every recorded field
+    of every round but the timings."""
     committed = RESULTS / args.study / "runs" / f"{args.name}.json"
     if not committed.exists():
         print(f"error: no committed results for {args.name!r} in {committed.parent}", file=sys.stderr)
+        return 2
+    results = json.loads(committed.read_text())
+    try:
+        cpus = args.cpus or recorded_cpus(results)
+    except ValueError as err:
+        print(f"error: {args.name}: {err}", file=sys.stderr)
+        return 2
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpus is not None and cpus > len(allowed):
+        print(f"error: {args.name} ran with {cpus} CPU threads and this process may use {len(allowed)}; its "
+              "floats depend on the thread count, so verify it where that many CPUs are free", file=sys.stderr)
         return 2
     seed = int(args.name.rsplit("seed", 1)[1])
     cmd = dict(study(args.study, args.npz, [seed]))[args.name]
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [a if not a.startswith("--workdir=") else f"--workdir={tmp}/run" for a in cmd]
-        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        proc = subprocess.Popen(cmd, cwd=ROOT)
+        os.sched_setaffinity(proc.pid, allowed[:cpus])  # before it imports jax, which sizes its thread pool
+        if proc.wait() != 0:
             return 1
         fresh = json.loads((workdir_of(cmd) / "results.json").read_text())
-    want = comparable(json.loads(committed.read_text()))
-    got = comparable(fresh)
-    if got == want:
+    want, got = comparable(results), comparable(fresh)
+    wrong = [f"round {a['round']} {key}: committed {a[key]!r} != rerun {b.get(key)!r}"
+             for a, b in zip(want, got) for key in a if a[key] != b.get(key)]
+    if len(want) != len(got):
+        wrong.append(f"{len(want)} rounds committed, {len(got)} rerun")
+    if not wrong:
         print(f"{args.name}: reproduced ({len(got)} rounds: labelled indices, architectures, accuracies)")
         return 0
-    for a, b in zip(want, got):
-        for key in a:
-            if a[key] != b.get(key):
-                print(f"round {a['round']} {key}: committed {a[key]!r} != rerun {b.get(key)!r}")
+    print("\n".join(wrong))
     print(f"{args.name}: NOT reproduced", file=sys.stderr)
     return 1
 
@@ -150,6 +173,8 @@ def main() -> int:
     sub.add_parser("report")
     p = sub.add_parser("verify")
     p.add_argument("name", help="a run name, e.g. cifar10_inas_sr_seed0")
+    p.add_argument("--cpus", type=int, default=None,
+                   help="CPU threads of the rerun (default: those its rounds recorded, else every allowed CPU)")
     args = parser.parse_args()
     return {"run": run, "report": report, "verify": verify}[args.command](args)
 

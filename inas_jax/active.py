@@ -19,6 +19,7 @@ import numpy as np
 from inas_jax import queries
 from inas_jax.config import RunConfig
 from inas_jax.data import Dataset
+from inas_jax.environment import differences, environment
 from inas_jax.inas import permutation, search
 from inas_jax.models import Model, build_model
 from inas_jax.search_space import MAX_BLOCKS, MAX_STACKS, Arch, num_params
@@ -197,7 +198,7 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
               "test_accuracy": test["accuracy"], "test_loss": test["loss"],
               "final_train_loss": result.history[-1]["loss"], "candidates": candidates,
               "num_queried": int(len(new)), "labelled_sha1": labelled_fingerprint(labelled_idx),
-              "seconds": clock.seconds, "cpu_seconds": clock.cpu_seconds}
+              "environment": environment(), "seconds": clock.seconds, "cpu_seconds": clock.cpu_seconds}
     log.info("round %d: %d labels, %s, test accuracy %.4f; queried %d (%s)", r + 1, len(labelled_idx), arch,
              test["accuracy"], len(new), ", ".join(f"{k} {v:.1f}s" for k, v in clock.seconds.items()))
     return state.replace(labelled_idx=np.concatenate([labelled_idx, new]).astype(np.int32), round=r + 1, arch=arch,
@@ -225,6 +226,10 @@ def run(cfg: RunConfig, dataset: Dataset, progress: Progress = NoProgress()) -> 
                  len(cfg.schedule()), cfg.budget)
     else:
         log.info("resuming after round %d of %d", state.round, len(cfg.schedule()))
+        changed = differences(state.history[-1].get("environment", {}), environment()) if state.history else []
+        if changed:
+            log.warning("resuming in another environment (%s): the rest of the run will not reproduce the "
+                        "uninterrupted run bit for bit", "; ".join(changed))
     while not is_finished(state, cfg):
         t = time.perf_counter()
         state = run_round(state, dataset, cfg, progress)

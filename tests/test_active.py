@@ -1,3 +1,5 @@
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -124,3 +126,26 @@ def test_training_grows_with_the_labelled_set_under_train_passes():
         validate(cfg.replace(train_passes=-1.0))
     with pytest.raises(ConfigError, match="--inas_epochs=300 exceeds --epochs=240"):
         validate(cfg.replace(inas_epochs=300))
+
+
+def test_rounds_record_their_environment_and_a_resume_elsewhere_warns(monkeypatch, caplog):
+    """Each record holds environment() (XLA:CPU's floats depend on its thread count); resuming a run
+    whose last round recorded another environment logs a warning naming what changed."""
+    from inas_jax import environment
+    current = environment.environment()
+    assert current["cpu_threads"] == len(os.sched_getaffinity(0)) and current["backend"] == "cpu"
+    cfg = RunConfig(initial_size=40, query_sizes=(), budget=40)
+    done = active.PoolState(labelled_idx=np.arange(40, dtype=np.int32), round=1, arch=Arch(1, 1),
+                            history=({"environment": dict(current, cpu_threads=current["cpu_threads"] + 1)},))
+
+    class Finished(active.NoProgress):
+        def load(self):
+            return done
+
+    caplog.set_level("WARNING")
+    active.run(cfg, None, Finished())
+    assert f"cpu_threads: {current['cpu_threads'] + 1} -> {current['cpu_threads']}" in caplog.text
+    caplog.clear()
+    done = done.replace(history=({"environment": current},))
+    active.run(cfg, None, Finished())
+    assert "another environment" not in caplog.text

@@ -17,7 +17,7 @@ from inas_jax.queries import QUERIES
 def _check_two_rounds(results, capsys):
     assert results["finished"] and [r["num_labelled"] for r in results["rounds"]] == [40, 60]
     for r in results["rounds"]:
-        assert {"num_labelled", "arch", "num_params", "test_accuracy", "candidates", "seconds"} <= set(r)
+        assert {"num_labelled", "arch", "num_params", "test_accuracy", "candidates", "seconds", "environment"} <= set(r)
         assert set(r["seconds"]) == set(r["cpu_seconds"]) == {"search", "train", "query"}
         assert 0.0 <= r["test_accuracy"] <= 1.0 and r["cpu_seconds"]["train"] > 0
     assert len(results["labelled"]) == 60 and len(set(results["labelled"])) == 60

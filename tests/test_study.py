@@ -25,21 +25,38 @@ def tiny_study(tmp_path, monkeypatch):
     return tmp_path
 
 
+def _verify(name, cpus=None):
+    return study.verify(argparse.Namespace(study="tiny", npz=None, name=name, cpus=cpus))
+
+
 def test_run_then_verify_reproduces_and_catches_a_changed_result(tiny_study, capsys):
-    assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[3], jobs=1)) == 0
+    """The run goes on one CPU; verify, from a process that may use them all, reruns it on one (XLA:CPU's
+    floats depend on the thread count), and reports a rerun on more, or a changed record, as different."""
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})  # the run inherits one CPU
+    try:
+        assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[3], jobs=1)) == 0
+    finally:
+        os.sched_setaffinity(0, allowed)
     committed = tiny_study / "results" / "tiny" / "runs" / "digits_fixed1x1_sr_seed3.json"
     rounds = json.loads(committed.read_text())["rounds"]
     assert len(rounds) == 2 and all(len(r["labelled_sha1"]) == 40 for r in rounds)
+    assert [r["environment"]["cpu_threads"] for r in rounds] == [1, 1]
     assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[3], jobs=1)) == 0  # finished: skipped, not rerun
     assert "done" in capsys.readouterr().out
 
-    assert study.verify(argparse.Namespace(study="tiny", npz=None, name="digits_fixed1x1_sr_seed3")) == 0
+    assert _verify("digits_fixed1x1_sr_seed3") == 0
     assert "reproduced" in capsys.readouterr().out
+    if len(allowed) > 1:
+        assert _verify("digits_fixed1x1_sr_seed3", cpus=2) == 1
+        assert f"round 1 environment: committed {rounds[0]['environment']!r}" in capsys.readouterr().out
+    assert _verify("digits_fixed1x1_sr_seed3", cpus=len(allowed) + 1) == 2
+    assert "verify it where that many CPUs are free" in capsys.readouterr().err
 
     results = json.loads(committed.read_text())
     results["rounds"][1]["labelled_sha1"] = "0" * 40
     committed.write_text(json.dumps(results))
-    assert study.verify(argparse.Namespace(study="tiny", npz=None, name="digits_fixed1x1_sr_seed3")) == 1
+    assert _verify("digits_fixed1x1_sr_seed3") == 1
     assert "round 2 labelled_sha1" in capsys.readouterr().out
 
 
