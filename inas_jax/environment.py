@@ -3,7 +3,7 @@
 XLA:CPU splits reductions (convolution weight gradients, batch-norm statistics) across its threads,
 one per CPU the process may run on, so the same seed trains to different floats with 1 and with 2
 CPUs (a width-16 CIFAR-10 training differs after 3 epochs); with the same thread count it is bit
-for bit the same. The jax version, backend and device count matter likewise. Every round record
+for bit the same. The jax version, backend, device type and count matter likewise. Every round record
 holds this environment, so a rerun that does not reproduce a run can say why.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ def cpu_threads() -> int:
 
 
 def environment() -> dict:
-    """{'jax', 'backend', 'devices', 'cpu_threads'} of this process (JSON-able)."""
-    return {"jax": jax.__version__, "backend": jax.default_backend(), "devices": jax.device_count(),
-            "cpu_threads": cpu_threads()}
+    """{'jax', 'backend', 'device_kind', 'devices', 'cpu_threads'} of this process (JSON-able)."""
+    return {"jax": jax.__version__, "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+            "devices": jax.device_count(), "cpu_threads": cpu_threads()}
 
 
 def differences(recorded: dict, current: dict) -> list[str]:
