@@ -53,8 +53,10 @@ class Progress(Protocol):
     def save_round(self, state: PoolState, finished: bool) -> None: ...
     def write_results(self, state: PoolState, finished: bool) -> None: ...
     def known_scores(self, round_: int) -> dict[Arch, float]: ...
-    def candidate_done(self, round_: int, arch: Arch, score: float) -> None: ...
-    def training_hooks(self, round_: int, task: str, template: Callable[[], Any]) -> dict: ...
+    def known_spent(self, round_: int) -> dict: ...
+    def candidate_done(self, round_: int, arch: Arch, score: float, spent: dict) -> None: ...
+    def training_hooks(self, round_: int, task: str, template: Callable[[], Any],
+                       spent: Callable[[], dict]) -> dict: ...
 
 
 class NoProgress:
@@ -70,10 +72,13 @@ class NoProgress:
     def known_scores(self, round_):
         return {}
 
-    def candidate_done(self, round_, arch, score):
+    def known_spent(self, round_):
+        return {}
+
+    def candidate_done(self, round_, arch, score, spent):
         pass
 
-    def training_hooks(self, round_, task, template):
+    def training_hooks(self, round_, task, template, spent):
         return {}
 
 
@@ -116,17 +121,36 @@ def select(cfg: RunConfig, model: Model, state: TrainState, pool: np.ndarray, la
     return query.fn(outputs, is_labelled, b, key, queries.QueryOptions(cfg.mc_passes, cfg.mc_rate))
 
 
-class _PhaseClock:
-    """Wall and process-CPU seconds (all threads) of consecutive phases: lap(name) ends one."""
+PHASES = ("search", "train", "query")
 
-    def __init__(self):
-        self.seconds, self.cpu_seconds = {}, {}
+
+class _PhaseClock:
+    """Wall and process-CPU seconds (all threads) of a round's PHASES, in order: lap() ends the current
+    one. `spent` ({'seconds', 'cpu_seconds'} by phase) is what an interrupted process recorded for the
+    same round, so a resumed round counts the work it kept once, the work redone after the last
+    checkpoint again, and the time of the dead process after that checkpoint not at all."""
+
+    def __init__(self, spent: dict | None = None):
+        spent = spent or {}
+        self.seconds = dict(spent.get("seconds", {}))
+        self.cpu_seconds = dict(spent.get("cpu_seconds", {}))
+        self._phase = 0
         self._wall, self._cpu = time.perf_counter(), time.process_time()
 
-    def lap(self, name: str) -> None:
-        wall, cpu = time.perf_counter(), time.process_time()
-        self.seconds[name], self.cpu_seconds[name] = wall - self._wall, cpu - self._cpu
+    def _add_elapsed(self) -> None:
+        wall, cpu, name = time.perf_counter(), time.process_time(), PHASES[self._phase]
+        self.seconds[name] = self.seconds.get(name, 0.0) + wall - self._wall
+        self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + cpu - self._cpu
         self._wall, self._cpu = wall, cpu
+
+    def lap(self) -> None:
+        self._add_elapsed()
+        self._phase += 1
+
+    def spent(self) -> dict:
+        """{'seconds', 'cpu_seconds'} so far, the current phase's included: what a checkpoint keeps."""
+        self._add_elapsed()
+        return {"seconds": dict(self.seconds), "cpu_seconds": dict(self.cpu_seconds)}
 
 
 def search_steps(cfg: RunConfig, round_: int) -> int:
@@ -148,7 +172,7 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
     key = round_key(cfg, r)
     labelled_idx = state.labelled_idx
     x_lab, y_lab = dataset.x_train[labelled_idx], labels_of(dataset, labelled_idx)
-    clock = _PhaseClock()
+    clock = _PhaseClock(progress.known_spent(r))
 
     def build(arch: Arch) -> Model:
         return build_model(arch, dataset.num_classes, cfg.model, dataset.channel_stats)
@@ -164,26 +188,27 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
             result = train(model, x_lab[train_idx], y_lab[train_idx], cand_cfg, cand_key,
                            val=(x_lab[val_idx], y_lab[val_idx]), capacity=cfg.budget,
                            label=f"round {r + 1} candidate {cand}",
-                           **progress.training_hooks(r, f"candidate {cand}", _template(model, cand_cfg, dataset)))
-            progress.candidate_done(r, cand, result.best_val_accuracy)
+                           **progress.training_hooks(r, f"candidate {cand}", _template(model, cand_cfg, dataset),
+                                                     clock.spent))
+            progress.candidate_done(r, cand, result.best_val_accuracy, clock.spent())
             return result.best_val_accuracy
 
         found = search(arch, len(labelled_idx), score, jax.random.fold_in(key, SEARCH), steps,
                        known=progress.known_scores(r))
         arch = found.arch
         candidates = [{"arch": c.to_json(), "val_accuracy": s} for c, s in found.scores.items()]
-    clock.lap("search")
+    clock.lap()
 
     model = build(arch)
     final_cfg = cfg.round_train(len(labelled_idx))
     result = train(model, x_lab, y_lab, final_cfg, jax.random.fold_in(key, FINAL_TRAINING), capacity=cfg.budget,
                    label=f"round {r + 1} {arch}",
-                   **progress.training_hooks(r, "final", _template(model, final_cfg, dataset)))
+                   **progress.training_hooks(r, "final", _template(model, final_cfg, dataset), clock.spent))
     test = evaluate(result.model, result.state, dataset.x_test, dataset.y_test, final_cfg.eval_batch_size)
     if not math.isfinite(test["loss"]):
         raise TrainingDiverged(f"round {r + 1} {arch}: the test loss is {test['loss']}; lower the learning rate "
                                "or check the data")
-    clock.lap("train")
+    clock.lap()
 
     sizes = cfg.schedule()
     new = np.zeros((0,), np.int32)
@@ -191,7 +216,7 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
         b = sizes[r + 1] - len(labelled_idx)
         new = select(cfg, result.model, result.state, dataset.x_train, labelled_idx, b,
                      jax.random.fold_in(key, QUERY))
-    clock.lap("query")
+    clock.lap()
 
     record = {"round": r + 1, "num_labelled": int(len(labelled_idx)), "arch": arch.to_json(),
               "num_params": num_params(arch, dataset.num_classes, cfg.model.width, dataset.image_shape[-1]),

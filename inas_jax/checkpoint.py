@@ -194,30 +194,47 @@ class RunStore:
                                                 "rounds": list(state.history)})
 
     # -- inside a round ----------------------------------------------------------------------------
-    def known_scores(self, round_: int) -> dict[Arch, float]:
-        """Scores of the iNAS candidates finished in this round; a damaged progress file is discarded
-        with a warning (its candidates are retrained, with the same results)."""
+    def _round_progress(self, round_: int) -> dict:
+        """round_progress.json of this round: {'scores': {Arch: val accuracy} of the finished iNAS
+        candidates, 'spent': the round's phase times so far}; empty for another round. A damaged file is
+        discarded with a warning (its candidates are retrained, with the same results)."""
         path = self.dir / "round_progress.json"
         if not path.exists():
-            return {}
+            return {"scores": {}, "spent": {}}
         try:
             progress = json.loads(path.read_text())
             if progress["round"] != round_:
-                return {}
+                return {"scores": {}, "spent": {}}
             scores = {Arch.from_json(a): float(s) for a, s in progress["scores"]}
-        except (ValueError, KeyError, TypeError, OSError) as err:
+            kept = progress.get("spent", {})
+            spent = {k: {phase: float(v) for phase, v in kept[k].items()} for k in ("seconds", "cpu_seconds") if k in kept}
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
             log.warning("%s is unreadable (%s); discarding it", path, _first_line(err))
             path.unlink(missing_ok=True)
-            return {}
-        return scores
+            return {"scores": {}, "spent": {}}
+        return {"scores": scores, "spent": spent}
 
-    def candidate_done(self, round_: int, arch: Arch, score: float) -> None:
-        scores = [[a.to_json(), s] for a, s in self.known_scores(round_).items()]
-        write_json(self.dir / "round_progress.json", {"round": round_, "scores": scores + [[arch.to_json(), score]]})
+    def _write_round_progress(self, round_: int, scores: dict[Arch, float], spent: dict) -> None:
+        write_json(self.dir / "round_progress.json",
+                   {"round": round_, "scores": [[a.to_json(), s] for a, s in scores.items()], "spent": spent})
 
-    def training_hooks(self, round_: int, task: str, template: Callable[[], Any]) -> dict:
+    def known_scores(self, round_: int) -> dict[Arch, float]:
+        """Scores of the iNAS candidates finished in this round."""
+        return self._round_progress(round_)["scores"]
+
+    def known_spent(self, round_: int) -> dict:
+        """The phase times ({'seconds', 'cpu_seconds'}) an interrupted process spent on this round up to
+        its last checkpoint; empty if none."""
+        return self._round_progress(round_)["spent"]
+
+    def candidate_done(self, round_: int, arch: Arch, score: float, spent: dict) -> None:
+        self._write_round_progress(round_, {**self.known_scores(round_), arch: score}, spent)
+
+    def training_hooks(self, round_: int, task: str, template: Callable[[], Any],
+                       spent: Callable[[], dict] | None = None) -> dict:
         """{'resume': (epoch, state, history) or None, 'on_epoch': checkpoint callback} for train();
-        template() gives the TrainState shapes to restore into, only called when there is a checkpoint."""
+        template() gives the TrainState shapes to restore into, only called when there is a checkpoint;
+        spent() the round's phase times, kept with each checkpoint."""
         def restore(step: int):
             meta = self._training.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
             if meta["round"] != round_ or meta["task"] != task:
@@ -241,6 +258,8 @@ class RunStore:
             self._training.save(epoch, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(jax.device_get(state)), meta=ocp.args.JsonSave(meta)), force=True)
             self._training.wait_until_finished()
+            if spent is not None:
+                self._write_round_progress(round_, self.known_scores(round_), spent())
             last_save[0] = time.monotonic()
 
         return {"resume": resume, "on_epoch": on_epoch}

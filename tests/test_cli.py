@@ -101,9 +101,18 @@ def test_resume_mid_training_equals_uninterrupted(tmp_path, monkeypatch):
     real_epoch = crash_at_epoch_call(monkeypatch, 6)  # round 2, epoch 2 (round 1 used 4 epochs)
     assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 130  # interrupted
     assert os.listdir(tmp_path / "cut" / "training") == ["1"]
+    progress = tmp_path / "cut" / "round_progress.json"
+    kept = json.loads(progress.read_text())
+    assert kept["round"] == 1 and kept["spent"]["seconds"]["train"] > 0 and kept["spent"]["cpu_seconds"]["train"] > 0
+    # Round 2's phase times carry what the interrupted process spent up to its checkpoint (made large here).
+    kept["spent"] = {"seconds": {"search": 5.0, "train": 1000.0}, "cpu_seconds": {"search": 6.0, "train": 2000.0}}
+    progress.write_text(json.dumps(kept))
     monkeypatch.setattr(train_mod, "train_epoch", real_epoch)
     assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 0
     assert len(built) == 1
+    resumed = results_of(tmp_path / "cut")["rounds"][1]
+    assert 1000 < resumed["seconds"]["train"] < 1100 and 2000 < resumed["cpu_seconds"]["train"] < 2100
+    assert 5 < resumed["seconds"]["search"] < 10 and list(resumed["seconds"]) == ["search", "train", "query"]
     assert without_timings(results_of(tmp_path / "cut")) == without_timings(results_of(tmp_path / "whole"))
 
 
