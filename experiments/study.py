@@ -10,8 +10,10 @@
 results.json to experiments/results/STUDY/runs/NAME.json; with --jobs=N, N runs go at once, each
 pinned to its share of the CPUs and logging to its workdir's driver.log. Stopping it at any moment
 loses at most the work since the last checkpoint: the same command resumes. `verify` reruns one configuration from
-scratch in a temporary workdir and checks that the labelled indices (sha1 per round), architectures,
-candidate scores and accuracies equal the committed file; exit status 1 if they do not.
+scratch in a temporary workdir, pinned to as many CPUs as the run recorded, keeps the rerun's
+results.json in experiments/results/STUDY/verify/ and checks that the labelled indices (sha1 per
+round), architectures, candidate scores and accuracies equal the committed file; exit status 1 if
+they do not.
 """
 from __future__ import annotations
 
@@ -123,8 +125,8 @@ def report(args) -> int:
 
 
 def verify(args) -> int:
-    """Reruns args.name from scratch on as many CPUs as it ran with, and compares every recorded field
-    of every round but the timings."""
+    """Reruns args.name from scratch on as many CPUs as it ran with, keeps the rerun's results in
+    RESULTS/STUDY/verify/NAME.json and compares every recorded field of every round but the timings."""
     committed = RESULTS / args.study / "runs" / f"{args.name}.json"
     if not committed.exists():
         print(f"error: no committed results for {args.name!r} in {committed.parent}", file=sys.stderr)
@@ -149,6 +151,9 @@ def verify(args) -> int:
         if proc.wait() != 0:
             return 1
         fresh = json.loads((workdir_of(cmd) / "results.json").read_text())
+    rerun = RESULTS / args.study / "verify" / f"{args.name}.json"
+    rerun.parent.mkdir(parents=True, exist_ok=True)
+    rerun.write_text(json.dumps(fresh, indent=1))
     want, got = comparable(results), comparable(fresh)
     wrong = [f"round {a['round']} {key}: committed {a[key]!r} != rerun {b.get(key)!r}"
              for a, b in zip(want, got) for key in a if a[key] != b.get(key)]

@@ -47,6 +47,8 @@ def test_run_then_verify_reproduces_and_catches_a_changed_result(tiny_study, cap
 
     assert _verify("digits_fixed1x1_sr_seed3") == 0
     assert "reproduced" in capsys.readouterr().out
+    rerun = json.loads((tiny_study / "results" / "tiny" / "verify" / "digits_fixed1x1_sr_seed3.json").read_text())
+    assert study.comparable(rerun) == study.comparable(json.loads(committed.read_text()))
     if len(allowed) > 1:
         assert _verify("digits_fixed1x1_sr_seed3", cpus=2) == 1
         assert f"round 1 environment: committed {rounds[0]['environment']!r}" in capsys.readouterr().out
