@@ -35,6 +35,7 @@ import sys
 
 import numpy as np
 
+from inas_jax.active import PHASES
 from inas_jax.config import STRATEGIES, dataset_label
 from inas_jax.search_space import Arch
 
@@ -264,13 +265,14 @@ def accuracy_table(groups, references: dict[str, dict[int, float]] | None = None
         cells = {int(n): (f"{m:.3f} +- {d:.3f}" if len(runs) > 1 else f"{m:.3f}") for n, m, d in zip(at, mean, sd)}
         rows.append(f"| {dataset} | {strategy} | {query} | {len(runs)} | "
                     + " | ".join(cells.get(n, "") for n in labels) + " |")
+    notes = []
     for name, values in (references or {}).items():
         rows.append(f"| {name} | | | | " + " | ".join(f"{values[n]:.3f}" if n in values else "" for n in labels)
                     + " |")
-    return "\n".join(rows) + "\n"
-
-
-PHASES = ("search", "train", "query")
+        elsewhere = [f"{n:,}: {a:.3f}" for n, a in sorted(values.items()) if n not in labels]
+        if elsewhere:
+            notes.append(f"{name} at label counts the runs do not have: {', '.join(elsewhere)}.")
+    return "\n".join(rows) + "\n" + "".join(f"\n{note}\n" for note in notes)
 
 
 def round_cpu_hours(run: dict, rounds: int) -> np.ndarray | None:

@@ -83,10 +83,11 @@ def test_accuracy_table_with_a_reference_row(tmp_path, capsys):
     _write_run(tmp_path / "runs" / "a", "inas", "sr", 0, [0.5, 0.7])
     _write_run(tmp_path / "runs" / "b", "inas", "sr", 1, [0.7, 0.9])
     table = report.accuracy_table(report.group_runs(report.load_runs([str(tmp_path / "runs" / "*")])),
-                                  {"ResNet-18": {100: 0.47, 200: 0.58}})
+                                  {"ResNet-18": {100: 0.47, 150: 0.52, 200: 0.58, 300: 0.67}})
     assert table.splitlines()[0] == "| dataset | strategy | query | seeds | 100 | 200 |"
     assert "| digits | iNAS | sr | 2 | 0.600 +- 0.141 | 0.800 +- 0.141 |" in table
     assert "| ResNet-18 | | | | 0.470 | 0.580 |" in table
+    assert "ResNet-18 at label counts the runs do not have: 150: 0.520, 300: 0.670." in table
     status, err = _report(capsys, f"--out={tmp_path / 'out'}", "--reference=ResNet-18=100:0.47,200:0.58",
                           tmp_path / "runs" / "*")
     assert status == 0 and "| ResNet-18 | | | | 0.470 | 0.580 |" in (tmp_path / "out" / "summary.md").read_text()
