@@ -10,8 +10,8 @@ size (RunConfig.round_train: epochs x epoch_size, its training settings). Each c
 labelled-set size, samples) trains from scratch on the seed's random initial labelled set (the one
 every run of the study starts from at that size) and is appended to --out as soon as it finishes,
 and cells already measured (same settings) are reused. A cell in progress checkpoints its training
-to --workdir at most every minute, so stopping and rerunning loses at most a minute of it. A training is converged at S when doubling S changes test accuracy by less
-than one point.
+to --workdir at most every minute, so stopping and rerunning loses at most a minute of it. A
+training is converged at S when doubling S changes test accuracy by less than one point.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ import jax
 from absl import app, flags
 
 from inas_jax import active
-from inas_jax.checkpoint import RunStore
 from inas_jax.allocator import reexec_with_huge_pages
+from inas_jax.checkpoint import RunStore
 from inas_jax.compilation import enable_persistent_cache
 from inas_jax.config import from_preset
 from inas_jax.data import load_npz

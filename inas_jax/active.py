@@ -17,9 +17,9 @@ import jax
 import numpy as np
 
 from inas_jax import queries
-from inas_jax.config import RunConfig
+from inas_jax.config import RunConfig, differences
 from inas_jax.data import Dataset
-from inas_jax.environment import differences, environment
+from inas_jax.environment import environment
 from inas_jax.inas import permutation, search
 from inas_jax.models import Model, build_model
 from inas_jax.search_space import MAX_BLOCKS, MAX_STACKS, Arch, num_params
@@ -251,7 +251,8 @@ def run(cfg: RunConfig, dataset: Dataset, progress: Progress = NoProgress()) -> 
                  len(cfg.schedule()), cfg.budget)
     else:
         log.info("resuming after round %d of %d", state.round, len(cfg.schedule()))
-        changed = differences(state.history[-1].get("environment", {}), environment()) if state.history else []
+        recorded, now = state.history[-1].get("environment", {}) if state.history else {}, environment()
+        changed = differences(recorded, {k: now.get(k) for k in recorded})  # entries the run recorded
         if changed:
             log.warning("resuming in another environment (%s): the rest of the run will not reproduce the "
                         "uninterrupted run bit for bit", "; ".join(changed))

@@ -207,7 +207,8 @@ class RunStore:
                 return {"scores": {}, "spent": {}}
             scores = {Arch.from_json(a): float(s) for a, s in progress["scores"]}
             kept = progress.get("spent", {})
-            spent = {k: {phase: float(v) for phase, v in kept[k].items()} for k in ("seconds", "cpu_seconds") if k in kept}
+            spent = {k: {phase: float(v) for phase, v in kept[k].items()}
+                     for k in ("seconds", "cpu_seconds") if k in kept}
         except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
             log.warning("%s is unreadable (%s); discarding it", path, _first_line(err))
             path.unlink(missing_ok=True)

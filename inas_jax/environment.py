@@ -23,7 +23,3 @@ def environment() -> dict:
     return {"jax": jax.__version__, "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
             "devices": jax.device_count(), "cpu_threads": cpu_threads()}
 
-
-def differences(recorded: dict, current: dict) -> list[str]:
-    """'name: recorded -> current' for each entry of the recorded environment that differs now."""
-    return [f"{k}: {v} -> {current.get(k)}" for k, v in recorded.items() if current.get(k) != v]
