@@ -9,11 +9,11 @@
 `run` works in runs/STUDY/NAME (checkpoints; not committed) and copies each finished run's
 results.json to experiments/results/STUDY/runs/NAME.json; with --jobs=N, N runs go at once, each
 pinned to its share of the CPUs and logging to its workdir's driver.log. Stopping it at any moment
-loses at most the work since the last checkpoint: the same command resumes. `verify` reruns one configuration from
-scratch in a temporary workdir, pinned to as many CPUs as the run recorded, keeps the rerun's
-results.json in experiments/results/STUDY/verify/ and checks that the labelled indices (sha1 per
-round), architectures, candidate scores and accuracies equal the committed file; exit status 1 if
-they do not.
+loses at most the work since the last checkpoint: the same command resumes. `verify` reruns one
+configuration from scratch in a temporary workdir, pinned to as many CPUs as the run recorded,
+keeps the rerun's results.json in experiments/results/STUDY/verify/ and checks that the labelled
+indices (sha1 per round), architectures, candidate scores and accuracies equal the committed file;
+exit status 1 if they do not.
 """
 from __future__ import annotations
 
@@ -60,6 +60,14 @@ def recorded_cpus(results: dict) -> int | None:
     return counts.pop() if counts else None
 
 
+def start_pinned(cmd: list[str], cpus, stdout=None) -> subprocess.Popen:
+    """Starts a driver command pinned to `cpus`: pinned as it starts, long before it imports jax, which
+    sizes XLA:CPU's thread pool (and so the run's floats) by the CPUs it may use."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=stdout, stderr=subprocess.STDOUT if stdout else None)
+    os.sched_setaffinity(proc.pid, cpus)
+    return proc
+
+
 def cpu_groups(jobs: int) -> list[set[int]]:
     """This process's CPUs in `jobs` disjoint groups, one per concurrent run: two runs pinned to one core
     each train 12-25% more images per second in total than two sharing both cores, or one on both."""
@@ -88,15 +96,14 @@ def run(args) -> int:
             group = free.pop(0)
             workdir = workdir_of(cmd)
             print(f"start {name}: {' '.join(cmd[1:])}", flush=True)
-            if args.jobs == 1:  # one run at a time: its output goes to this terminal
-                proc = subprocess.Popen(cmd, cwd=ROOT)
+            # With one job the group is every CPU this process may use, as unpinned, and the output goes
+            # to this terminal.
+            if args.jobs == 1:
+                proc = start_pinned(cmd, group)
             else:
                 workdir.mkdir(parents=True, exist_ok=True)
                 with open(workdir / "driver.log", "a") as log:
-                    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            # Pinned as it starts, long before it imports jax and starts threads (which inherit it); with
-            # one job the group is every CPU this process may use, as unpinned.
-            os.sched_setaffinity(proc.pid, group)
+                    proc = start_pinned(cmd, group, log)
             running[proc] = (name, workdir, group)
         time.sleep(0.2)
         for proc in [p for p in running if p.poll() is not None]:
@@ -146,9 +153,7 @@ def verify(args) -> int:
     cmd = dict(study(args.study, args.npz, [seed]))[args.name]
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [a if not a.startswith("--workdir=") else f"--workdir={tmp}/run" for a in cmd]
-        proc = subprocess.Popen(cmd, cwd=ROOT)
-        os.sched_setaffinity(proc.pid, allowed[:cpus])  # before it imports jax, which sizes its thread pool
-        if proc.wait() != 0:
+        if start_pinned(cmd, allowed[:cpus]).wait() != 0:
             return 1
         fresh = json.loads((workdir_of(cmd) / "results.json").read_text())
     rerun = RESULTS / args.study / "verify" / f"{args.name}.json"

@@ -251,8 +251,9 @@ def run(cfg: RunConfig, dataset: Dataset, progress: Progress = NoProgress()) -> 
                  len(cfg.schedule()), cfg.budget)
     else:
         log.info("resuming after round %d of %d", state.round, len(cfg.schedule()))
-        recorded, now = state.history[-1].get("environment", {}) if state.history else {}, environment()
-        changed = differences(recorded, {k: now.get(k) for k in recorded})  # entries the run recorded
+        recorded = state.history[-1].get("environment", {}) if state.history else {}
+        now = environment()
+        changed = differences(recorded, {k: now.get(k) for k in recorded})  # only the entries it recorded
         if changed:
             log.warning("resuming in another environment (%s): the rest of the run will not reproduce the "
                         "uninterrupted run bit for bit", "; ".join(changed))
