@@ -2,6 +2,7 @@
 
   python experiments/study.py run --seeds=0,1,2          # the cifar_plateau study, resuming, tier by tier
   python experiments/study.py run --jobs=2               # two runs at once, one per core
+  python experiments/study.py status                     # each run done, under way or to run; core-hours left
   python experiments/study.py report                     # figures + summary.md from the committed results
   python experiments/study.py verify cifar10_inas_sr_seed0   # rerun one configuration, compare
   python experiments/study.py --study=cifar_cpu verify cifar10_fixed1x2_sr_seed0   # the first study
@@ -28,6 +29,7 @@ import tempfile
 import time
 
 import paper
+from inas_jax.report import round_cpu_hours
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -120,6 +122,63 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
+def _strategy_of(cmd: list[str]) -> str:
+    """"inas", or "fixed A,B": the strategy of a driver command, which runs of equal cost share."""
+    flags = dict(a[2:].split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
+    return flags.get("strategy", "inas") + (f" {flags['arch']}" if "arch" in flags else "")
+
+
+def _cpu_hours(results: dict) -> float:
+    """CPU hours of the rounds recorded in a results.json (0 for rounds recorded without them)."""
+    hours = round_cpu_hours(results, len(results["rounds"]))
+    return 0.0 if hours is None else float(hours.sum())
+
+
+def status(args) -> int:
+    """Prints every configuration of the study as done (final accuracy, CPU hours), under way (rounds
+    done, CPU hours so far, the last line of its driver.log) or to run, then the CPU hours the
+    unfinished runs still need, at the mean cost of the finished runs of the same strategy (of all
+    finished runs when that strategy has none yet)."""
+    todo = study(args.study, args.npz, args.seeds)
+    done_hours: dict[str, list[float]] = {}
+    lines, unfinished = [], []
+    for i, (name, cmd) in enumerate(todo):
+        committed = RESULTS / args.study / "runs" / f"{name}.json"
+        workdir = workdir_of(cmd)
+        head = f"[{i + 1}/{len(todo)}] {name}:"
+        if committed.exists():
+            results = json.loads(committed.read_text())
+            last, hours = results["rounds"][-1], _cpu_hours(results)
+            done_hours.setdefault(_strategy_of(cmd), []).append(hours)
+            lines.append(f"{head} done, test accuracy {last['test_accuracy']:.4f} at {last['num_labelled']:,} "
+                         f"labels, {hours:.2f} CPU h")
+            continue
+        spent, state = 0.0, "to run"
+        if workdir.exists():
+            partial = workdir / "results.json"
+            results = json.loads(partial.read_text()) if partial.exists() else {"rounds": []}
+            spent = _cpu_hours(results)
+            log = workdir / "driver.log"
+            tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+            state = f"under way, {len(results['rounds'])} rounds done ({spent:.2f} CPU h)" + (
+                f"; {tail[0]}" if tail else "")
+        lines.append(f"{head} {state}")
+        unfinished.append((_strategy_of(cmd), spent))
+    print("\n".join(lines))
+    every = [h for hours in done_hours.values() for h in hours]
+    if not unfinished:
+        print(f"all {len(todo)} runs done")
+    elif not every:
+        print(f"{len(unfinished)} runs unfinished; no run has finished yet to estimate their cost from")
+    else:
+        left = sum(max(0.0, sum(done_hours.get(s, every)) / len(done_hours.get(s, every)) - spent)
+                   for s, spent in unfinished)
+        print(f"{len(unfinished)} runs unfinished: about {left:.1f} CPU hours left at the mean cost of the finished "
+              f"runs ({left / len(os.sched_getaffinity(0)):.1f} hours on this process's "
+              f"{len(os.sched_getaffinity(0))} CPUs, one run per CPU)")
+    return 0
+
+
 def report(args) -> int:
     results = RESULTS / args.study
     files = sorted(str(p) for p in (results / "runs").glob("*.json"))
@@ -180,13 +239,15 @@ def main() -> int:
     p = sub.add_parser("run")
     p.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--jobs", default=1, type=int, help="configurations at once, each pinned to its share of the CPUs")
+    p = sub.add_parser("status")
+    p.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
     sub.add_parser("report")
     p = sub.add_parser("verify")
     p.add_argument("name", help="a run name, e.g. cifar10_inas_sr_seed0")
     p.add_argument("--cpus", type=int, default=None,
                    help="CPU threads of the rerun (default: those its rounds recorded, else every allowed CPU)")
     args = parser.parse_args()
-    return {"run": run, "report": report, "verify": verify}[args.command](args)
+    return {"run": run, "status": status, "report": report, "verify": verify}[args.command](args)
 
 
 if __name__ == "__main__":

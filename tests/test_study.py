@@ -96,3 +96,35 @@ def test_jobs_run_at_once_pinned_to_disjoint_cpus_and_a_failure_stops_the_queue(
     assert not (runs / "b.json").exists() and not (tmp_path / "runs" / "d").exists()
     with pytest.raises(ValueError, match=f"--jobs={len(cpus) + 1} must be between 1 and the {len(cpus)} CPUs"):
         study.cpu_groups(len(cpus) + 1)
+
+
+def test_status_lists_each_run_and_estimates_the_hours_left(tmp_path, monkeypatch, capsys):
+    """status: done runs with accuracy and CPU hours, runs under way with their rounds and last log line,
+    runs to do; hours left = the mean finished cost of the same strategy (else of all) minus what a run
+    under way has spent."""
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
+    names = ["c_inas_sr_seed0", "c_inas_sr_seed1", "c_fixed2x4_sr_seed0"]
+    cmds = [["python", "-m", "inas_jax.main", "--strategy=inas", f"--workdir={tmp_path}/runs/{names[0]}"],
+            ["python", "-m", "inas_jax.main", "--strategy=inas", f"--workdir={tmp_path}/runs/{names[1]}"],
+            ["python", "-m", "inas_jax.main", "--strategy=fixed", "--arch=2,4", f"--workdir={tmp_path}/runs/{names[2]}"]]
+    monkeypatch.setattr(study, "study", lambda name, npz, seeds: list(zip(names, cmds)))
+
+    def rounds(hours):
+        return [{"num_labelled": 1000 * (i + 1), "test_accuracy": 0.5 + 0.1 * i,
+                 "cpu_seconds": {"search": 1800 * h, "train": 1800 * h, "query": 0.0}} for i, h in enumerate(hours)]
+
+    runs = tmp_path / "results" / "tiny" / "runs"
+    runs.mkdir(parents=True)
+    (runs / f"{names[0]}.json").write_text(json.dumps({"rounds": rounds([0.5, 1.5])}))
+    under_way = tmp_path / "runs" / names[1]
+    under_way.mkdir(parents=True)
+    (under_way / "results.json").write_text(json.dumps({"rounds": rounds([0.5])}))
+    (under_way / "driver.log").write_text("first line\nround 2 candidate A(1,2) epoch 3/60\n")
+
+    assert study.status(argparse.Namespace(study="tiny", npz=None, seeds=[0, 1])) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "[1/3] c_inas_sr_seed0: done, test accuracy 0.6000 at 2,000 labels, 2.00 CPU h"
+    assert out[1] == ("[2/3] c_inas_sr_seed1: under way, 1 rounds done (0.50 CPU h); "
+                      "round 2 candidate A(1,2) epoch 3/60")
+    assert out[2] == "[3/3] c_fixed2x4_sr_seed0: to run"
+    assert out[3].startswith("2 runs unfinished: about 3.5 CPU hours left")  # (2.0 - 0.5) + 2.0
