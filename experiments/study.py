@@ -123,7 +123,7 @@ def run(args) -> int:
 
 
 def _strategy_of(cmd: list[str]) -> str:
-    """"inas", or "fixed A,B": the strategy of a driver command, which runs of equal cost share."""
+    """The strategy of a driver command, "inas" or "fixed A,B": runs of one strategy cost about the same."""
     flags = dict(a[2:].split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
     return flags.get("strategy", "inas") + (f" {flags['arch']}" if "arch" in flags else "")
 
@@ -136,7 +136,7 @@ def _cpu_hours(results: dict) -> float:
 
 def status(args) -> int:
     """Prints every configuration of the study as done (final accuracy, CPU hours), under way (rounds
-    done, CPU hours so far, the last line of its driver.log) or to run, then the CPU hours the
+    done and their CPU hours, the last line of its driver.log) or to run, then the CPU hours the
     unfinished runs still need, at the mean cost of the finished runs of the same strategy (of all
     finished runs when that strategy has none yet)."""
     todo = study(args.study, args.npz, args.seeds)
@@ -171,11 +171,11 @@ def status(args) -> int:
     elif not every:
         print(f"{len(unfinished)} runs unfinished; no run has finished yet to estimate their cost from")
     else:
-        left = sum(max(0.0, sum(done_hours.get(s, every)) / len(done_hours.get(s, every)) - spent)
-                   for s, spent in unfinished)
+        cost = {strategy: sum(hours) / len(hours) for strategy, hours in done_hours.items()}
+        left = sum(max(0.0, cost.get(strategy, sum(every) / len(every)) - spent) for strategy, spent in unfinished)
+        cpus = len(os.sched_getaffinity(0))
         print(f"{len(unfinished)} runs unfinished: about {left:.1f} CPU hours left at the mean cost of the finished "
-              f"runs ({left / len(os.sched_getaffinity(0)):.1f} hours on this process's "
-              f"{len(os.sched_getaffinity(0))} CPUs, one run per CPU)")
+              f"runs ({left / cpus:.1f} hours on this process's {cpus} CPUs, one run per CPU)")
     return 0
 
 
@@ -231,16 +231,20 @@ def verify(args) -> int:
     return 1
 
 
+def _seeds(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--study", default=STUDIES[0], choices=STUDIES, help="the preset of the study")
     parser.add_argument("--npz", default=DEFAULT_NPZ, help="CIFAR-10 in the npz format (relative to the repo root)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run")
-    p.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--seeds", default="0,1,2", type=_seeds)
     p.add_argument("--jobs", default=1, type=int, help="configurations at once, each pinned to its share of the CPUs")
     p = sub.add_parser("status")
-    p.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--seeds", default="0,1,2", type=_seeds)
     sub.add_parser("report")
     p = sub.add_parser("verify")
     p.add_argument("name", help="a run name, e.g. cifar10_inas_sr_seed0")
