@@ -45,6 +45,16 @@ def study(name: str, npz: str, seeds: list[int]) -> list[tuple[str, list[str]]]:
     return [(workdir_of(cmd).name, cmd) for cmd in paper.commands(name, f"npz:{npz}", seeds, None)]
 
 
+def runs_dir(study_name: str) -> pathlib.Path:
+    """Where study `study_name` keeps the results.json of its finished runs."""
+    return RESULTS / study_name / "runs"
+
+
+def committed_file(study_name: str, name: str) -> pathlib.Path:
+    """The finished results.json of run `name` of study `study_name`."""
+    return runs_dir(study_name) / f"{name}.json"
+
+
 def workdir_of(cmd: list[str]) -> pathlib.Path:
     return ROOT / next(a.split("=", 1)[1] for a in cmd if a.startswith("--workdir="))
 
@@ -82,12 +92,11 @@ def cpu_groups(jobs: int) -> list[set[int]]:
 def run(args) -> int:
     """Every unfinished configuration of the study, `args.jobs` at a time (in paper.py's order); with
     more than one job each runs pinned to its CPU group and logs to its workdir's driver.log."""
-    results = RESULTS / args.study
-    (results / "runs").mkdir(parents=True, exist_ok=True)
+    runs_dir(args.study).mkdir(parents=True, exist_ok=True)
     todo = study(args.study, args.npz, args.seeds)
     pending = []
     for i, (name, cmd) in enumerate(todo):
-        done = (results / "runs" / f"{name}.json").exists()
+        done = committed_file(args.study, name).exists()
         print(f"[{i + 1}/{len(todo)}] {name}: {'done' if done else 'to run'}", flush=True)
         if not done:
             pending.append((name, cmd))
@@ -115,7 +124,7 @@ def run(args) -> int:
                 failed.append(name)
                 print(f"{name} failed (exit {proc.returncode}); rerun this command to resume it", file=sys.stderr)
                 continue
-            shutil.copyfile(workdir / "results.json", results / "runs" / f"{name}.json")
+            shutil.copyfile(workdir / "results.json", committed_file(args.study, name))
             print(f"finished {name}", flush=True)
         if failed:
             pending.clear()
@@ -129,7 +138,7 @@ def _strategy_of(cmd: list[str]) -> str:
 
 
 def _cpu_hours(results: dict) -> float:
-    """CPU hours of the rounds recorded in a results.json (0 for rounds recorded without them)."""
+    """CPU hours of the rounds recorded in a results.json (0 when a round was recorded without them)."""
     hours = round_cpu_hours(results, len(results["rounds"]))
     return 0.0 if hours is None else float(hours.sum())
 
@@ -143,7 +152,7 @@ def status(args) -> int:
     done_hours: dict[str, list[float]] = {}
     lines, unfinished = [], []
     for i, (name, cmd) in enumerate(todo):
-        committed = RESULTS / args.study / "runs" / f"{name}.json"
+        committed = committed_file(args.study, name)
         workdir = workdir_of(cmd)
         head = f"[{i + 1}/{len(todo)}] {name}:"
         if committed.exists():
@@ -181,9 +190,9 @@ def status(args) -> int:
 
 def report(args) -> int:
     results = RESULTS / args.study
-    files = sorted(str(p) for p in (results / "runs").glob("*.json"))
+    files = sorted(str(p) for p in runs_dir(args.study).glob("*.json"))
     if not files:
-        print(f"error: no results under {results / 'runs'}; run the study first", file=sys.stderr)
+        print(f"error: no results under {runs_dir(args.study)}; run the study first", file=sys.stderr)
         return 2
     references = [f"--reference={r}" for r in REFERENCES.get(args.study, [])]
     return subprocess.run([sys.executable, "-m", "inas_jax.report", f"--out={results}", *references, *files],
@@ -193,7 +202,7 @@ def report(args) -> int:
 def verify(args) -> int:
     """Reruns args.name from scratch on as many CPUs as it ran with, keeps the rerun's results in
     RESULTS/STUDY/verify/NAME.json and compares every recorded field of every round but the timings."""
-    committed = RESULTS / args.study / "runs" / f"{args.name}.json"
+    committed = committed_file(args.study, args.name)
     if not committed.exists():
         print(f"error: no committed results for {args.name!r} in {committed.parent}", file=sys.stderr)
         return 2
