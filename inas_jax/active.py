@@ -6,6 +6,7 @@ only, `labels_of`, and only for labelled indices; the test set is only ever eval
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -17,13 +18,14 @@ import jax
 import numpy as np
 
 from inas_jax import queries
+from inas_jax.compilation import CompileAhead
 from inas_jax.config import RunConfig, differences
 from inas_jax.data import Dataset
-from inas_jax.environment import environment
+from inas_jax.environment import cpu_threads, environment
 from inas_jax.inas import permutation, search
 from inas_jax.models import Model, build_model
-from inas_jax.search_space import MAX_BLOCKS, MAX_STACKS, Arch, num_params
-from inas_jax.train import TrainConfig, TrainingDiverged, TrainState, evaluate, init_state, predict, train
+from inas_jax.search_space import MAX_BLOCKS, MAX_STACKS, Arch, neighbours, num_params
+from inas_jax.train import TrainConfig, TrainingDiverged, TrainState, evaluate, init_state, predict, train, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +164,16 @@ def search_steps(cfg: RunConfig, round_: int) -> int:
     return UNTIL_CONVERGED if cfg.strategy == "longtail" and round_ == 0 else 0
 
 
-def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Progress = NoProgress()) -> PoolState:
+def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Progress = NoProgress(),
+              ahead: CompileAhead | None = None) -> PoolState:
     """One active round; returns the next state (round + 1, grown labelled set, one more record).
 
     Keys: round_key then fold_in SEARCH, FINAL_TRAINING, QUERY; so a resumed run repeats exactly
-    what the uninterrupted one does.
+    what the uninterrupted one does. `ahead`, if given, compiles the other candidates of a search
+    step while its first trains, and the next round's candidates while the final network trains
+    (the CPU time of that compilation then counts in this round's train phase).
     """
+    ahead = ahead or CompileAhead(enabled=False)
     r = state.round
     key = round_key(cfg, r)
     labelled_idx = state.labelled_idx
@@ -177,13 +183,23 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
     def build(arch: Arch) -> Model:
         return build_model(arch, dataset.num_classes, cfg.model, dataset.channel_stats)
 
+    def compile_candidates(round_: int, cands: list[Arch], n_labelled: int) -> None:
+        cand_cfg = cfg.round_candidate_train(n_labelled)
+        for cand in cands:
+            ahead.submit((round_, cand), functools.partial(
+                warm_up, build(cand), cand_cfg, dataset.image_shape, n_labelled, capacity=cfg.budget, validate=True))
+
     candidates = []
     arch = state.arch
     steps = search_steps(cfg, r)
     if steps:
         cand_cfg = cfg.round_candidate_train(len(labelled_idx))
 
+        def prepare(cands: list[Arch]) -> None:
+            compile_candidates(r, cands[1:], len(labelled_idx))  # the first trains now
+
         def score(cand: Arch, train_idx, val_idx, cand_key) -> float:
+            ahead.claim((r, cand))
             model = build(cand)
             result = train(model, x_lab[train_idx], y_lab[train_idx], cand_cfg, cand_key,
                            val=(x_lab[val_idx], y_lab[val_idx]), capacity=cfg.budget,
@@ -194,11 +210,14 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
             return result.best_val_accuracy
 
         found = search(arch, len(labelled_idx), score, jax.random.fold_in(key, SEARCH), steps,
-                       known=progress.known_scores(r))
+                       known=progress.known_scores(r), prepare=prepare)
         arch = found.arch
         candidates = [{"arch": c.to_json(), "val_accuracy": s} for c, s in found.scores.items()]
     clock.lap()
 
+    sizes = cfg.schedule()
+    if r + 1 < len(sizes) and search_steps(cfg, r + 1):
+        compile_candidates(r + 1, neighbours(arch)[1:], sizes[r + 1])
     model = build(arch)
     final_cfg = cfg.round_train(len(labelled_idx))
     result = train(model, x_lab, y_lab, final_cfg, jax.random.fold_in(key, FINAL_TRAINING), capacity=cfg.budget,
@@ -210,7 +229,6 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
                                "or check the data")
     clock.lap()
 
-    sizes = cfg.schedule()
     new = np.zeros((0,), np.int32)
     if r + 1 < len(sizes):
         b = sizes[r + 1] - len(labelled_idx)
@@ -257,10 +275,12 @@ def run(cfg: RunConfig, dataset: Dataset, progress: Progress = NoProgress()) -> 
         if changed:
             log.warning("resuming in another environment (%s): the rest of the run will not reproduce the "
                         "uninterrupted run bit for bit", "; ".join(changed))
-    while not is_finished(state, cfg):
-        t = time.perf_counter()
-        state = run_round(state, dataset, cfg, progress)
-        progress.save_round(state, finished=is_finished(state, cfg))
-        log.info("round %d committed (%.1fs)", state.round, time.perf_counter() - t)
+    # On accelerators compiling is a sliver of a run, and a warm-up's step would share the device's memory.
+    with CompileAhead(enabled=jax.default_backend() == "cpu" and cpu_threads() > 1) as ahead:
+        while not is_finished(state, cfg):
+            t = time.perf_counter()
+            state = run_round(state, dataset, cfg, progress, ahead)
+            progress.save_round(state, finished=is_finished(state, cfg))
+            log.info("round %d committed (%.1fs)", state.round, time.perf_counter() - t)
     progress.write_results(state, finished=True)  # a finished run's results.json, even if it was lost
     return state

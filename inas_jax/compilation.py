@@ -10,11 +10,16 @@ private to the user (the default directory is).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import logging
 import os
 import pathlib
+from typing import Callable, Hashable
 
 import jax
+
+log = logging.getLogger(__name__)
 
 ENV = "INAS_JAX_COMPILATION_CACHE"
 OFF = "off"
@@ -80,3 +85,40 @@ jax.monitoring.register_event_listener(_on_event)
 def snapshot() -> Compilations:
     """The counts so far (a copy); `later.since(earlier)` counts the compilations in between."""
     return dataclasses.replace(COUNTS)
+
+
+class CompileAhead:
+    """Warm-ups on one background thread: functions that compile what a later call runs (by running
+    it once on zeros, e.g. `train.warm_up`), so compiling the next iNAS candidate overlaps training
+    the current one. XLA compiles without Python's lock, so on a machine with a CPU to spare a
+    search's compilations cost little wall time. Disabled, every method is a no-op.
+
+    A context manager: leaving it cancels the warm-ups not started and waits for a running one.
+    """
+
+    def __init__(self, enabled: bool):
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, "compile-ahead") if enabled else None
+        self._futures: dict[Hashable, concurrent.futures.Future] = {}
+
+    def submit(self, key: Hashable, warm_up: Callable[[], object]) -> None:
+        """Queues warm_up() under `key` (once per key)."""
+        if self._pool is not None and key not in self._futures:
+            self._futures[key] = self._pool.submit(warm_up)
+
+    def claim(self, key: Hashable) -> None:
+        """Call before the real work of `key`: waits for its warm-up if it has started, else cancels it
+        (the caller compiles). A warm-up's error is logged only; the real call meets it in context."""
+        future = self._futures.pop(key, None)
+        if future is None or future.cancel():
+            return
+        try:
+            future.result()
+        except Exception as err:  # noqa: BLE001 - any error recurs in the real call
+            log.debug("warm-up of %s failed: %r", key, err)
+
+    def __enter__(self) -> "CompileAhead":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

@@ -46,11 +46,14 @@ def candidate_key(key: jax.Array, arch: Arch) -> jax.Array:
 
 
 def search(start: Arch, n_labelled: int, score: ScoreFn, key: jax.Array, t_inas: int = 1,
-           known: dict[Arch, float] | None = None) -> SearchResult:
+           known: dict[Arch, float] | None = None,
+           prepare: Callable[[list[Arch]], None] | None = None) -> SearchResult:
     """Up to t_inas neighbour steps from `start`; stops early when the current architecture wins.
 
     `known` holds scores already computed in this search (after a resume); they are not retrained.
-    Returns the chosen architecture, which is never smaller than `start` (the rule only grows).
+    `prepare(archs)`, if given, is told each step's candidates to train, in order, before the first
+    is scored (to compile ahead). Returns the chosen architecture, which is never smaller
+    than `start` (the rule only grows).
     """
     split_key, train_key = jax.random.split(key)
     train_idx, val_idx = split_train_val(n_labelled, split_key)
@@ -58,6 +61,8 @@ def search(start: Arch, n_labelled: int, score: ScoreFn, key: jax.Array, t_inas:
     arch = start
     for step in range(1, t_inas + 1):
         candidates = neighbours(arch)
+        if prepare is not None:
+            prepare([c for c in candidates if c not in scores])
         for cand in candidates:
             if cand not in scores:
                 scores[cand] = score(cand, train_idx, val_idx, candidate_key(train_key, cand))

@@ -204,6 +204,34 @@ def evaluate(model: Model, state: TrainState, x: np.ndarray, y: np.ndarray,
     return {"accuracy": float(np.mean(np.argmax(logits, -1) == y)), "loss": loss}
 
 
+def _placed(model: Model, x: np.ndarray, y: np.ndarray, capacity: int | None) -> tuple[Model, jax.Array, jax.Array]:
+    """`train`'s inputs on the devices, replicated: the model, and x (N, H, W, C), y (N,) int32 padded
+    with zero rows to `capacity` rows."""
+    replicated, _ = data_parallel()
+    pad = max(0, (capacity or 0) - len(x))
+    x_dev = jax.device_put(np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x, replicated)
+    y_dev = jax.device_put(np.concatenate([y, np.zeros((pad,), y.dtype)]).astype(np.int32) if pad
+                           else np.asarray(y, np.int32), replicated)
+    return jax.device_put(model, replicated), x_dev, y_dev
+
+
+def warm_up(model: Model, cfg: TrainConfig, image_shape: tuple[int, ...], n: int, capacity: int | None = None,
+            validate: bool = False) -> None:
+    """Compiles (or loads from the persistent cache) what `train(model, x, y, cfg, ..., capacity=capacity)`
+    runs on n images of image_shape (H, W, C): the initialisation, the SGD step and, with `validate`,
+    the inference batch. It runs each once on zeros and discards the values, so the jitted functions'
+    own caches hold the executables and the real training compiles nothing. Runs on a background
+    thread (compilation.CompileAhead) while another network trains."""
+    x = np.zeros((n, *image_shape), np.uint8)
+    model, x_dev, y_dev = _placed(model, x, np.zeros((n,), np.int32), capacity)
+    replicated, sharded = data_parallel()
+    state = jax.device_put(init_state(model, cfg, jax.random.key(0), image_shape), replicated)
+    idx = jax.device_put(np.zeros((cfg.batch_size,), np.int32), sharded)
+    state, _, _ = train_step(state, model, x_dev, y_dev, idx, jax.random.key(0), cfg=cfg.step_config())
+    if validate:
+        predict(model, state, x[:1], cfg.eval_batch_size)
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What `train` returns: the model trained, its final state, the best validation accuracy (if
@@ -233,17 +261,12 @@ def train(model: Model, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, key: jax
     """
     check_batch_divisible(cfg.batch_size)
     label = label or str(model.arch)
-    replicated, _ = data_parallel()
-    model = jax.device_put(model, replicated)
+    model, x_dev, y_dev = _placed(model, x, y, capacity)
     if resume is None:
         start, state, history = 0, init_state(model, cfg, jax.random.fold_in(key, 0), x.shape[1:]), []
     else:
         start, state, history = resume[0], resume[1], list(resume[2])
-    state = jax.device_put(state, replicated)
-    pad = max(0, (capacity or 0) - len(x))
-    x_dev = jax.device_put(np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x, replicated)
-    y_dev = jax.device_put(np.concatenate([y, np.zeros((pad,), y.dtype)]).astype(np.int32) if pad
-                           else np.asarray(y, np.int32), replicated)
+    state = jax.device_put(state, data_parallel()[0])
     last_log = time.perf_counter()
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()

@@ -1,4 +1,5 @@
 import os
+import threading
 
 import jax
 import numpy as np
@@ -107,6 +108,32 @@ def test_label_isolation(digits, query):
     np.testing.assert_array_equal(a.labelled_idx, b.labelled_idx)
     assert a.history[0]["test_accuracy"] == b.history[0]["test_accuracy"]
     assert len(a.labelled_idx) == 60 and len(set(a.labelled_idx.tolist())) == 60
+
+
+def test_compiling_ahead_runs_in_the_background_and_changes_no_number(digits, monkeypatch):
+    """With a CPU to spare, the later candidates of each round's search are warmed up on another
+    thread (while the first trains, or during the previous round's final training); the results are
+    those of a run without it."""
+    cfg = RunConfig(strategy="inas", initial_size=40, query_sizes=(20,), budget=80, inas_epochs=1,
+                    mc_passes=8).replace(**TINY)
+    warmed, real_warm_up = [], active.warm_up
+
+    def spy(model, train_cfg, image_shape, n, **kwargs):
+        warmed.append((n, model.arch, threading.current_thread() is threading.main_thread()))
+        return real_warm_up(model, train_cfg, image_shape, n, **kwargs)
+
+    monkeypatch.setattr(active, "warm_up", spy)
+    results = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(active, "cpu_threads", lambda: threads)
+        final = active.run(cfg, digits)
+        results[threads] = [{k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds")}
+                            for r in final.history]
+        assert threads == 2 or not warmed  # one CPU: no thread
+    assert results[1] == results[2]
+    later = {(r["num_labelled"], Arch(*c["arch"])) for r in results[2] for c in r["candidates"][1:]}
+    assert (40, Arch(2, 1)) in {(n, a) for n, a, _ in warmed}  # round 1's second candidate
+    assert all((n, a) in later and not on_main for n, a, on_main in warmed)
 
 
 def test_training_grows_with_the_labelled_set_under_train_passes():

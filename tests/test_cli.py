@@ -46,7 +46,7 @@ def test_longtail_searches_until_the_current_arch_wins_once_then_keeps_it(tmp_pa
     real_search = inas.search
     steps_seen = []
 
-    def search(start, n, score, key, t_inas, known=None):
+    def search(start, n, score, key, t_inas, known=None, prepare=None):
         steps_seen.append(t_inas)
         return real_search(start, n, lambda a, *rest: float(min(a.blocks, 3) + 0.1 * (a.stacks == 1)), key,
                            t_inas, known)

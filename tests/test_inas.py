@@ -24,6 +24,16 @@ def test_moves_through_neighbours_and_stops_when_current_wins():
     assert calls == [Arch(1, 1), Arch(2, 1), Arch(1, 2), Arch(2, 2), Arch(1, 3), Arch(3, 2), Arch(2, 3)]
 
 
+def test_each_step_announces_its_candidates_to_train_before_scoring_them():
+    """prepare (compiling ahead) hears each step's untrained candidates, in training order, first."""
+    table = {Arch(1, 1): 0.5, Arch(2, 1): 0.55, Arch(1, 2): 0.6, Arch(2, 2): 0.8, Arch(1, 3): 0.7}
+    events = []
+    search(Arch(1, 1), 100, _table_score(table, events), jax.random.key(0), t_inas=2,
+           prepare=lambda archs: events.append(("prepare", archs)))
+    assert events == [("prepare", [Arch(1, 1), Arch(2, 1), Arch(1, 2)]), Arch(1, 1), Arch(2, 1), Arch(1, 2),
+                      ("prepare", [Arch(2, 2), Arch(1, 3)]), Arch(2, 2), Arch(1, 3)]
+
+
 def test_t_inas_limits_steps_and_ties_keep_current():
     calls = []
     table = {Arch(1, 1): 0.5, Arch(2, 1): 0.9, Arch(1, 2): 0.6}

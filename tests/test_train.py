@@ -85,6 +85,21 @@ def test_epoch_batches_are_the_op_by_op_permutations_in_one_compiled_call(n):
     assert snapshot().since(before).compiled == 0
 
 
+def test_a_warm_up_leaves_nothing_for_the_training_to_compile(digits):
+    """warm_up compiles a network's init, step and inference for train's shapes (width 5: shapes no
+    other test compiles); the training then compiles nothing."""
+    from inas_jax.compilation import snapshot
+    from inas_jax.train import warm_up
+    x, y, val = digits.x_train[:100], digits.y_train[:100], (digits.x_test[:20], digits.y_test[:20])
+    train(_model(Arch(1, 1), digits, width=5), x, y, TINY, jax.random.key(0), val=val, capacity=120)  # shared parts
+    before = snapshot()
+    warm_up(_model(Arch(2, 1), digits, width=5), TINY, digits.image_shape, 100, capacity=120, validate=True)
+    assert snapshot().since(before).compiled > 0
+    before = snapshot()
+    train(_model(Arch(2, 1), digits, width=5), x, y, TINY, jax.random.key(1), val=val, capacity=120)
+    assert snapshot().since(before).compiled == 0
+
+
 def test_lr_schedule_decays_at_half_and_three_quarters():
     from inas_jax.train import make_optimizer
     cfg = TrainConfig(epochs=4, epoch_size=40, batch_size=10, weight_decay=0.0, momentum=0.0, nesterov=False)
