@@ -93,7 +93,9 @@ class CompileAhead:
     the current one. XLA compiles without Python's lock, so on a machine with a CPU to spare a
     search's compilations cost little wall time. Disabled, every method is a no-op.
 
-    A context manager: leaving it cancels the warm-ups not started and waits for a running one.
+    A context manager: leaving it cancels the warm-ups not started and waits for a running one,
+    except when leaving on an exception (Ctrl-C, an error): then the exception goes on at once and
+    the interpreter waits for that warm-up only at exit.
     """
 
     def __init__(self, enabled: bool):
@@ -119,6 +121,6 @@ class CompileAhead:
     def __enter__(self) -> "CompileAhead":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *_) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=exc_type is None, cancel_futures=True)

@@ -5,14 +5,20 @@ import pytest
 from inas_jax.compilation import CompileAhead
 
 
-def test_claim_waits_for_a_started_warm_up_and_cancels_a_queued_one():
-    started, release, ran = threading.Event(), threading.Event(), []
+def _blocking(ran):
+    """A warm-up that runs until released: (function, started, release)."""
+    started, release = threading.Event(), threading.Event()
 
     def slow():
         started.set()
         release.wait(10)
         ran.append("slow")
+    return slow, started, release
 
+
+def test_claim_waits_for_a_started_warm_up_and_cancels_a_queued_one():
+    ran = []
+    slow, started, release = _blocking(ran)
     with CompileAhead(enabled=True) as ahead:
         ahead.submit("a", slow)
         ahead.submit("b", lambda: ran.append("b"))  # queued behind "a" on the one thread
@@ -40,13 +46,22 @@ def test_a_failed_warm_up_is_left_to_the_real_call_and_a_disabled_one_does_nothi
     assert ran == []
 
 
-def test_leaving_cancels_what_has_not_started():
-    started, release, ran = threading.Event(), threading.Event(), []
+def test_leaving_cancels_what_has_not_started_and_waits_for_a_running_one_unless_interrupted():
+    ran = []
+    slow, started, release = _blocking(ran)
     with pytest.raises(KeyboardInterrupt):
         with CompileAhead(enabled=True) as ahead:
-            ahead.submit("a", lambda: (started.set(), release.wait(10)))
+            ahead.submit("a", slow)
             ahead.submit("b", lambda: ran.append("b"))
             assert started.wait(10)
-            release.set()
             raise KeyboardInterrupt
-    assert ran == []
+    assert ran == []  # the interrupt went on while "a" still ran; "b" never starts
+    release.set()
+
+    ran = []
+    slow, started, release = _blocking(ran)
+    with CompileAhead(enabled=True) as ahead:
+        ahead.submit("a", slow)
+        assert started.wait(10)
+        threading.Timer(0.2, release.set).start()
+    assert ran == ["slow"]  # a clean exit waited for it
