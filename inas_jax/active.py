@@ -185,9 +185,9 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
 
     def compile_candidates(round_: int, cands: list[Arch], n_labelled: int) -> None:
         cand_cfg = cfg.round_candidate_train(n_labelled)
-        for cand in cands:
+        for cand in cands:  # every training pads the labelled images to the budget's rows
             ahead.submit((round_, cand), functools.partial(
-                warm_up, build(cand), cand_cfg, dataset.image_shape, n_labelled, capacity=cfg.budget, validate=True))
+                warm_up, build(cand), cand_cfg, dataset.image_shape, cfg.budget, validate=True))
 
     candidates = []
     arch = state.arch

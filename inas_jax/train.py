@@ -206,7 +206,7 @@ def evaluate(model: Model, state: TrainState, x: np.ndarray, y: np.ndarray,
 
 def _placed(model: Model, x: np.ndarray, y: np.ndarray, capacity: int | None) -> tuple[Model, jax.Array, jax.Array]:
     """`train`'s inputs on the devices, replicated: the model, and x (N, H, W, C), y (N,) int32 padded
-    with zero rows to `capacity` rows."""
+    with zero rows to `capacity` rows (max(N, capacity) rows in all)."""
     replicated, _ = data_parallel()
     pad = max(0, (capacity or 0) - len(x))
     x_dev = jax.device_put(np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x, replicated)
@@ -215,15 +215,15 @@ def _placed(model: Model, x: np.ndarray, y: np.ndarray, capacity: int | None) ->
     return jax.device_put(model, replicated), x_dev, y_dev
 
 
-def warm_up(model: Model, cfg: TrainConfig, image_shape: tuple[int, ...], n: int, capacity: int | None = None,
-            validate: bool = False) -> None:
-    """Compiles (or loads from the persistent cache) what `train(model, x, y, cfg, ..., capacity=capacity)`
-    runs on n images of image_shape (H, W, C): the initialisation, the SGD step and, with `validate`,
-    the inference batch. It runs each once on zeros and discards the values, so the jitted functions'
-    own caches hold the executables and the real training compiles nothing. Runs on a background
-    thread (compilation.CompileAhead) while another network trains."""
-    x = np.zeros((n, *image_shape), np.uint8)
-    model, x_dev, y_dev = _placed(model, x, np.zeros((n,), np.int32), capacity)
+def warm_up(model: Model, cfg: TrainConfig, image_shape: tuple[int, ...], rows: int, validate: bool = False) -> None:
+    """Compiles (or loads from the persistent cache) what `train(model, x, y, cfg, ..., capacity=...)`
+    runs on images of image_shape (H, W, C) when it puts `rows` = max(len(x), capacity) of them on the
+    devices: the initialisation, the SGD step and, with `validate`, the inference batch. It runs each
+    once on zeros and discards the values, so the jitted functions' own caches hold the executables
+    and the real training compiles nothing. Runs on a background thread (compilation.CompileAhead)
+    while another network trains."""
+    x = np.zeros((rows, *image_shape), np.uint8)
+    model, x_dev, y_dev = _placed(model, x, np.zeros((rows,), np.int32), None)
     replicated, sharded = data_parallel()
     state = jax.device_put(init_state(model, cfg, jax.random.key(0), image_shape), replicated)
     idx = jax.device_put(np.zeros((cfg.batch_size,), np.int32), sharded)

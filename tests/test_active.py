@@ -118,9 +118,9 @@ def test_compiling_ahead_runs_in_the_background_and_changes_no_number(digits, mo
                     mc_passes=8).replace(**TINY)
     warmed, real_warm_up = [], active.warm_up
 
-    def spy(model, train_cfg, image_shape, n, **kwargs):
-        warmed.append((n, model.arch, threading.current_thread() is threading.main_thread()))
-        return real_warm_up(model, train_cfg, image_shape, n, **kwargs)
+    def spy(model, train_cfg, image_shape, rows, **kwargs):
+        warmed.append((train_cfg, model.arch, threading.current_thread() is threading.main_thread()))
+        return real_warm_up(model, train_cfg, image_shape, rows, **kwargs)
 
     monkeypatch.setattr(active, "warm_up", spy)
     results = {}
@@ -131,9 +131,10 @@ def test_compiling_ahead_runs_in_the_background_and_changes_no_number(digits, mo
                             for r in final.history]
         assert threads == 2 or not warmed  # one CPU: no thread
     assert results[1] == results[2]
-    later = {(r["num_labelled"], Arch(*c["arch"])) for r in results[2] for c in r["candidates"][1:]}
-    assert (40, Arch(2, 1)) in {(n, a) for n, a, _ in warmed}  # round 1's second candidate
-    assert all((n, a) in later and not on_main for n, a, on_main in warmed)
+    later = {(cfg.round_candidate_train(r["num_labelled"]), Arch(*c["arch"]))
+             for r in results[2] for c in r["candidates"][1:]}
+    assert (cfg.round_candidate_train(40), Arch(2, 1)) in {(c, a) for c, a, _ in warmed}  # round 1's second
+    assert all((c, a) in later and not on_main for c, a, on_main in warmed)
 
 
 def test_training_grows_with_the_labelled_set_under_train_passes():

@@ -93,7 +93,7 @@ def test_a_warm_up_leaves_nothing_for_the_training_to_compile(digits):
     x, y, val = digits.x_train[:100], digits.y_train[:100], (digits.x_test[:20], digits.y_test[:20])
     train(_model(Arch(1, 1), digits, width=5), x, y, TINY, jax.random.key(0), val=val, capacity=120)  # shared parts
     before = snapshot()
-    warm_up(_model(Arch(2, 1), digits, width=5), TINY, digits.image_shape, 100, capacity=120, validate=True)
+    warm_up(_model(Arch(2, 1), digits, width=5), TINY, digits.image_shape, rows=120, validate=True)
     assert snapshot().since(before).compiled > 0
     before = snapshot()
     train(_model(Arch(2, 1), digits, width=5), x, y, TINY, jax.random.key(1), val=val, capacity=120)
