@@ -90,8 +90,8 @@ def snapshot() -> Compilations:
 class CompileAhead:
     """Warm-ups on one background thread: functions that compile what a later call runs (by running
     it once on zeros, e.g. `train.warm_up`), so compiling the next iNAS candidate overlaps training
-    the current one. XLA compiles without Python's lock, so on a machine with a CPU to spare a
-    search's compilations cost little wall time. Disabled, every method is a no-op.
+    the current one. XLA compiles without Python's lock, so with a CPU to spare the compiling
+    overlaps the training instead of preceding it. Disabled, every method is a no-op.
 
     A context manager: leaving it cancels the warm-ups not started and waits for a running one,
     except when leaving on an exception (Ctrl-C, an error): then the exception goes on at once and
