@@ -142,11 +142,18 @@ def train_epoch(state: TrainState, model: Model, x: jax.Array, y: jax.Array, bat
     _, sharded = data_parallel()
     losses, accs = [], []
     for idx in batches:
-        idx = jax.device_put(np.asarray(idx, np.int32), sharded)
-        state, loss, acc = train_step(state, model, x, y, idx, key, cfg=cfg.step_config())
+        state, loss, acc = _sharded_step(state, model, x, y, idx, key, cfg, sharded)
         losses.append(loss)
         accs.append(acc)
     return state, jnp.stack(losses), jnp.stack(accs)
+
+
+def _sharded_step(state: TrainState, model: Model, x: jax.Array, y: jax.Array, idx: np.ndarray, key: jax.Array,
+                  cfg: TrainConfig, sharded: NamedSharding):
+    """`train_step` with cfg's step config on the batch idx (B,) put on the devices split by `sharded`:
+    how `train_epoch` (and `warm_up`, to compile the same step) call it."""
+    idx = jax.device_put(np.asarray(idx, np.int32), sharded)
+    return train_step(state, model, x, y, idx, key, cfg=cfg.step_config())
 
 
 def epoch_batches(key: jax.Array, n: int, cfg: TrainConfig) -> np.ndarray:
@@ -226,8 +233,8 @@ def warm_up(model: Model, cfg: TrainConfig, image_shape: tuple[int, ...], rows: 
     model, x_dev, y_dev = _placed(model, x, np.zeros((rows,), np.int32), None)
     replicated, sharded = data_parallel()
     state = jax.device_put(init_state(model, cfg, jax.random.key(0), image_shape), replicated)
-    idx = jax.device_put(np.zeros((cfg.batch_size,), np.int32), sharded)
-    state, _, _ = train_step(state, model, x_dev, y_dev, idx, jax.random.key(0), cfg=cfg.step_config())
+    idx = np.zeros((cfg.batch_size,), np.int32)
+    state, _, _ = _sharded_step(state, model, x_dev, y_dev, idx, jax.random.key(0), cfg, sharded)
     if validate:
         predict(model, state, x[:1], cfg.eval_batch_size)
 
