@@ -22,8 +22,9 @@ from inas_jax.compilation import CompileAhead
 from inas_jax.config import RunConfig, differences
 from inas_jax.data import Dataset
 from inas_jax.environment import cpu_threads, environment
-from inas_jax.inas import permutation, search
+from inas_jax.inas import search
 from inas_jax.models import Model, build_model
+from inas_jax.permutations import permutation
 from inas_jax.search_space import MAX_BLOCKS, MAX_STACKS, Arch, neighbours, num_params
 from inas_jax.train import TrainConfig, TrainingDiverged, TrainState, evaluate, init_state, predict, train, warm_up
 

@@ -14,6 +14,7 @@ from typing import Callable
 import jax
 import numpy as np
 
+from inas_jax.permutations import permutation
 from inas_jax.search_space import Arch, neighbours
 
 log = logging.getLogger(__name__)
@@ -28,14 +29,9 @@ class SearchResult:
     scores: dict[Arch, float]  # every candidate trained, in the order trained
 
 
-# jax.random.permutation(key, n) as one compiled call (op by op it compiles two small executables per n;
-# the values are the same).
-permutation = jax.jit(jax.random.permutation, static_argnums=1)
-
-
 def split_train_val(n: int, key: jax.Array, val_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     """One fixed random split of positions 0..n-1: (train (n - v,), val (v,)), v = max(1, round(0.2 n))."""
-    perm = np.asarray(permutation(key, n))
+    perm = permutation(key, n)
     n_val = max(1, int(round(val_fraction * n)))
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 

@@ -23,6 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from inas_jax.augment import augment
 from inas_jax.config import TrainConfig
 from inas_jax.models import Model
+from inas_jax.permutations import permutations
 
 log = logging.getLogger(__name__)
 
@@ -163,15 +164,8 @@ def epoch_batches(key: jax.Array, n: int, cfg: TrainConfig) -> np.ndarray:
     is full, so every labelled point is seen equally often (+-1) whatever n is.
     """
     needed = cfg.steps_per_epoch * cfg.batch_size
-    perms = _permutations(key, n, -(-needed // n))
-    return np.asarray(perms).reshape(-1)[:needed].reshape(cfg.steps_per_epoch, cfg.batch_size)
-
-
-@functools.partial(jax.jit, static_argnames=("n", "rounds"))
-def _permutations(key: jax.Array, n: int, rounds: int) -> jax.Array:
-    """`rounds` random permutations of 0..n-1, (rounds, n) int32, one per key of split(key, rounds).
-    One jitted call: run op by op, each labelled-set size compiled ~4 small executables."""
-    return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, rounds))
+    perms = permutations(key, n, -(-needed // n))
+    return perms.reshape(-1)[:needed].reshape(cfg.steps_per_epoch, cfg.batch_size)
 
 
 @jax.jit

@@ -56,10 +56,3 @@ def test_split_is_fixed_disjoint_and_80_20():
     np.testing.assert_array_equal(val, split_train_val(101, jax.random.key(3))[1])
 
 
-@pytest.mark.parametrize("n", [1, 5, 101, 50_000])
-def test_compiled_permutation_equals_jax_random_permutation(n):
-    """The splits and initial labelled sets come from one compiled call; its values are
-    jax.random.permutation's (run op by op), so runs keep their splits."""
-    from inas_jax.inas import permutation
-    key = jax.random.key(n)
-    np.testing.assert_array_equal(np.asarray(permutation(key, n)), np.asarray(jax.random.permutation(key, n)))
