@@ -8,6 +8,9 @@ WORKDIR/
   rounds/<r>/          Orbax: labelled indices (array), round, arch, history (JSON)
   training/<n>/        Orbax: the TrainState of the training in progress, with its round and task
   round_progress.json  scores of the iNAS candidates already trained in the current round
+  first_round/         the first round's progress and the last checkpoint of its final training, kept
+                       when that round ends: a run differing only in its query function starts there
+                       (RunStore(first_round_from=...), --first_round_from)
   results.json         config + one record per completed round (rewritten atomically each round)
 Every write is atomic (Orbax commits by rename; JSON goes through a fresh temporary file), so a kill
 at any moment leaves the last complete checkpoint readable. A damaged checkpoint or progress file is
@@ -21,6 +24,7 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import tempfile
 import time
 from typing import Any, Callable
@@ -30,10 +34,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from inas_jax.active import PoolState
-from inas_jax.config import ConfigError, RunConfig, differences
+from inas_jax.config import QUERY_SETTINGS, ConfigError, RunConfig, differences
 from inas_jax.search_space import Arch
 
 log = logging.getLogger(__name__)
+
+FIRST_ROUND = "first_round"
 
 
 class WorkdirError(ValueError):
@@ -85,14 +91,17 @@ class RunStore:
 
     data: the dataset's fingerprint (a JSON-able dict), checked like the settings on resume.
     checkpoint_seconds: minimum time between mid-training checkpoints (0 = after every epoch).
+    first_round_from: the workdir of a run with the same settings and data but for the query function's
+    (config.QUERY_SETTINGS); a new run starts from that run's first round instead of recomputing it.
     """
 
     def __init__(self, workdir: str | os.PathLike, cfg: RunConfig, data: dict | None = None,
-                 checkpoint_seconds: float = 60.0):
+                 checkpoint_seconds: float = 60.0, first_round_from: str | os.PathLike | None = None):
         self.dir = pathlib.Path(workdir)
         self.cfg = cfg
         self.data = data or {}
         self.checkpoint_seconds = checkpoint_seconds
+        self.first_round_from = first_round_from
         self._lock = None
         self._rounds = None
         self._training = None
@@ -105,6 +114,8 @@ class RunStore:
         self._take_lock()
         try:
             self._check_config()
+            if self.first_round_from is not None:
+                self._adopt_first_round(pathlib.Path(self.first_round_from))
             self._rounds = _manager(self.dir / "rounds", keep=3)
             self._training = _manager(self.dir / "training", keep=2)
         except BaseException:
@@ -146,6 +157,55 @@ class RunStore:
                                f"({'; '.join(d.removeprefix('config.') for d in diff)}); use another --workdir or "
                                "the same settings and data")
 
+    def _adopt_first_round(self, source: pathlib.Path) -> None:
+        """Copies `source`'s kept first round (progress and final-training checkpoint) into this workdir,
+        if it holds no run in progress yet. The first round is searched and trained before any query, so
+        the run then repeats exactly what it would compute itself, and records the same phase times.
+        Raises WorkdirError if source is another run or kept no first round."""
+        started = [p for p in (self.dir / "rounds", self.dir / "training") if p.is_dir() and any(p.iterdir())]
+        if started or (self.dir / "round_progress.json").exists():
+            log.info("%s already holds a run in progress: not starting from %s's first round", self.dir, source)
+            return
+        what = f"--first_round_from={str(source)!r}"
+        try:
+            stored = json.loads((source / "config.json").read_text())
+            diff = differences(stored, {"config": self.cfg.to_dict(), "data": self.data})
+        except (ValueError, OSError, AttributeError) as err:
+            raise WorkdirError(f"{what}: its config.json is unreadable ({_first_line(err)})") from None
+        other = [d for d in diff if d.split(":", 1)[0] not in {f"config.{k}" for k in QUERY_SETTINGS}]
+        if other:
+            raise WorkdirError(f"{what} is a run with other settings or data ({'; '.join(other)}); only the "
+                               f"query function's settings ({', '.join(QUERY_SETTINGS)}) may differ")
+        kept = source / FIRST_ROUND
+        steps = sorted(kept.glob("training/*"))
+        if not (kept / "round_progress.json").is_file() or len(steps) != 1:
+            raise WorkdirError(f"{what} holds no finished first round to start from (a run keeps it when its "
+                               "first round ends)")
+        staging = self.dir / "training" / f"{steps[0].name}.adopting"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(steps[0], staging)
+        staging.rename(self.dir / "training" / steps[0].name)
+        write_json(self.dir / "round_progress.json", json.loads((kept / "round_progress.json").read_text()))
+        log.info("starting from the first round of %s", source)
+
+    def _keep_first_round(self) -> None:
+        """Keeps the first round's progress and the newest checkpoint of its final training in
+        first_round/ (replaced atomically), for runs that differ only in their query function."""
+        def final_step(step: int) -> int | None:
+            meta = self._training.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            return step if meta["round"] == 0 and meta["task"] == "final" else None
+
+        step = newest_readable(self._training, final_step, "training", delete_damaged=False)
+        progress = self.dir / "round_progress.json"
+        if step is None or not progress.is_file():
+            return
+        staging, kept = self.dir / f"{FIRST_ROUND}.tmp", self.dir / FIRST_ROUND
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(self.dir / "training" / str(step), staging / "training" / str(step))
+        shutil.copyfile(progress, staging / "round_progress.json")
+        shutil.rmtree(kept, ignore_errors=True)
+        staging.rename(kept)
+
     def close(self) -> None:
         for m in (self._rounds, self._training):
             if m is not None:
@@ -177,7 +237,10 @@ class RunStore:
         return newest_readable(self._rounds, restore, "round", delete_damaged=True)
 
     def save_round(self, state: PoolState, finished: bool) -> None:
-        """Commits the state after a round, rewrites results.json and drops the round's progress."""
+        """Commits the state after a round, rewrites results.json and drops the round's progress (after
+        the first round, kept in first_round/)."""
+        if state.round == 1:
+            self._keep_first_round()
         arrays = {"labelled": np.asarray(state.labelled_idx, np.int32)}
         meta = {"round": state.round, "arch": state.arch.to_json(), "history": list(state.history)}
         self._rounds.save(state.round, args=ocp.args.Composite(

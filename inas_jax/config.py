@@ -84,6 +84,11 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+# RunConfig settings that only the query functions read: runs differing in nothing else share their
+# first round (search and final training), which comes before any query.
+QUERY_SETTINGS = ("query", "mc_passes", "mc_rate")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything that determines the results of one active-learning run (not where it is stored)."""

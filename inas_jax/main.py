@@ -41,6 +41,10 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (prepared
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/DATASET_STRATEGY_QUERY_seedN).")
 _MULTIHOST = flags.DEFINE_boolean("multihost", False, "Call jax.distributed.initialize() first (multi-host "
                                   "TPU/GPU pods; every host runs the same command).")
+_FIRST_ROUND_FROM = flags.DEFINE_string(
+    "first_round_from", None, "Workdir of a run with the same settings but for the query function's (--query, "
+    "--mc_passes, --mc_rate): a new run starts from that run's first round (its search and final training, "
+    "which come before any query) instead of recomputing it, with the same results.")
 _CKPT_SECONDS = flags.DEFINE_float("checkpoint_seconds", 60.0, "Minimum seconds between mid-training checkpoints.")
 _CACHE = flags.DEFINE_string("compilation_cache", None, "Directory of the persistent XLA compilation cache shared "
                              "by runs, or 'off' (default: $INAS_JAX_COMPILATION_CACHE, else ~/.cache/inas_jax/xla).")
@@ -129,7 +133,7 @@ def main(argv) -> int:
         dataset = load_dataset(cfg.dataset, _DATA_DIR.value)
         validate(cfg, pool_size=len(dataset.x_train))
         prepare_workdir(workdir)
-        store = RunStore(workdir, cfg, dataset.fingerprint, _CKPT_SECONDS.value)
+        store = RunStore(workdir, cfg, dataset.fingerprint, _CKPT_SECONDS.value, _FIRST_ROUND_FROM.value)
         store.open()
     except (ConfigError, DataError, WorkdirError) as err:
         print(f"error: {err}", file=sys.stderr)

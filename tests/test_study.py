@@ -62,6 +62,26 @@ def test_run_then_verify_reproduces_and_catches_a_changed_result(tiny_study, cap
     assert "round 2 labelled_sha1" in capsys.readouterr().out
 
 
+def test_a_run_starts_from_the_first_round_of_its_sibling_with_the_same_results(tmp_path, monkeypatch, capsys):
+    """Two runs differing only in the query: the second starts from the first's first round, and
+    verify's rerun from scratch reproduces it."""
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
+
+    def two_queries(name, npz, seeds):
+        return [(f"digits_fixed1x1_{q}_seed0",
+                 [sys.executable, "-m", "inas_jax.main", *TINY, "--budget=60", "--strategy=fixed", "--arch=1,1",
+                  "--checkpoint_seconds=0", f"--query={q}", f"--workdir={tmp_path}/runs/digits_fixed1x1_{q}_seed0"])
+                for q in ("random", "sr")]
+
+    monkeypatch.setattr(study, "study", two_queries)
+    assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[0], jobs=1)) == 0
+    starts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("start ")]
+    assert "--first_round_from" not in starts[0]
+    assert starts[1].endswith(f"--first_round_from={tmp_path}/runs/digits_fixed1x1_random_seed0")
+    assert _verify("digits_fixed1x1_sr_seed0") == 0
+    assert "reproduced" in capsys.readouterr().out
+
+
 def test_jobs_run_at_once_pinned_to_disjoint_cpus_and_a_failure_stops_the_queue(tmp_path, monkeypatch, capsys):
     """--jobs=N: N runs at once, each pinned to its own CPU group and logging to its workdir; a failed
     run is reported (exit 1) and nothing new starts after it, while the runs already going finish."""

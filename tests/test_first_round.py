@@ -1,0 +1,69 @@
+"""Runs that differ only in their query function share the first round (--first_round_from): it is
+searched and trained before any query, so a run started from another's gives the same results."""
+import json
+
+import pytest
+
+from conftest import TINY, results_of, run_cli, without_timings
+
+RUN = TINY + ["--checkpoint_seconds=0"]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A finished iNAS + random run: its workdir."""
+    workdir = tmp_path_factory.mktemp("random")
+    assert run_cli(RUN + ["--query=random", f"--workdir={workdir}"]) == 0
+    return workdir
+
+
+def _trainings(monkeypatch):
+    """Records (label, epoch resumed from) of every training active.run starts."""
+    from inas_jax import active
+    real, calls = active.train, []
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs["label"], kwargs["resume"][0] if kwargs.get("resume") else 0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(active, "train", spy)
+    return calls
+
+
+def test_a_run_started_from_another_runs_first_round_equals_the_run_from_scratch(tmp_path, source, monkeypatch):
+    kept = json.loads((source / "first_round" / "round_progress.json").read_text())
+    calls = _trainings(monkeypatch)
+    assert run_cli(RUN + ["--query=sr", f"--workdir={tmp_path / 'shared'}", f"--first_round_from={source}"]) == 0
+    shared_calls, calls[:] = list(calls), []
+    assert run_cli(RUN + ["--query=sr", f"--workdir={tmp_path / 'alone'}"]) == 0
+    # the same records, round 1's search and training included
+    assert without_timings(results_of(tmp_path / "shared")) == without_timings(results_of(tmp_path / "alone"))
+    # round 1 trained no candidate and resumed its final training at its last epoch (2)
+    round1 = [c for c in shared_calls if c[0].startswith("round 1")]
+    assert len(round1) == 1 and "candidate" not in round1[0][0] and round1[0][1] == 2, round1
+    assert any(c[0].startswith("round 1 candidate") for c in calls)
+    # and it records the first round's phase times of the run it started from, as its own
+    shared = results_of(tmp_path / "shared")["rounds"][0]["cpu_seconds"]
+    assert shared["search"] >= kept["spent"]["cpu_seconds"]["search"] > 0
+
+
+@pytest.mark.parametrize("other,message", [
+    (["--seed=1"], "is a run with other settings or data (config.seed: 1 -> 0)"),
+    (["--width=5"], "config.model.width: 5 -> 4"),
+])
+def test_a_source_with_other_settings_is_refused_in_one_line(tmp_path, capsys, other, message):
+    src = tmp_path / "src"
+    assert run_cli(RUN + ["--query=random", "--budget=40", f"--workdir={src}"] + other) == 0
+    capsys.readouterr()
+    assert run_cli(RUN + ["--query=sr", "--budget=40", f"--workdir={tmp_path / 'new'}",
+                          f"--first_round_from={src}"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_a_source_without_a_finished_first_round_is_refused(tmp_path, capsys, source):
+    src = tmp_path / "src"  # a run of the same settings that has not finished its first round
+    src.mkdir()
+    (src / "config.json").write_text((source / "config.json").read_text())
+    assert run_cli(RUN + ["--query=sr", f"--workdir={tmp_path / 'new'}", f"--first_round_from={src}"]) == 2
+    assert "holds no finished first round to start from" in capsys.readouterr().err
