@@ -11,7 +11,8 @@
 results.json to experiments/results/STUDY/runs/NAME.json; with --jobs=N, N runs go at once, each
 pinned to its share of the CPUs and logging to its workdir's driver.log. A run whose strategy and seed
 another run has already taken through its first round starts from that round (--first_round_from:
-the same results, ~12% less compute; its record carries that round's CPU time). Stopping it at any moment
+the same results, ~12% less compute; its record carries that round's CPU time); with --jobs=N it
+does not start beside a sibling still computing that round while another run can start instead. Stopping it at any moment
 loses at most the work since the last checkpoint: the same command resumes. `verify` reruns one
 configuration from scratch in a temporary workdir, pinned to as many CPUs as the run recorded,
 keeps the rerun's results.json in experiments/results/STUDY/verify/ and checks that the labelled
@@ -112,6 +113,16 @@ def first_round_source(cmd: list[str], todo: list[tuple[str, list[str]]]) -> pat
     return None
 
 
+def next_run(pending: list[tuple[str, list[str]]], running: list[list[str]]) -> int:
+    """Index in `pending` of the run to start next: the first one no running sibling (same settings but
+    the query) is still computing the first round of, since it will start from that round once kept;
+    the first one if every one waits on a sibling (a CPU is not left idle for it)."""
+    def waits(cmd):
+        return any(_settings(other) == _settings(cmd) and not (workdir_of(other) / FIRST_ROUND).is_dir()
+                   for other in running)
+    return next((i for i, (_, cmd) in enumerate(pending) if not waits(cmd)), 0)
+
+
 def run(args) -> int:
     """Every unfinished configuration of the study, `args.jobs` at a time (in paper.py's order); with
     more than one job each runs pinned to its CPU group and logs to its workdir's driver.log."""
@@ -126,7 +137,7 @@ def run(args) -> int:
     free, running, failed = cpu_groups(args.jobs), {}, []
     while pending or running:
         while pending and free:
-            name, cmd = pending.pop(0)
+            name, cmd = pending.pop(next_run(pending, [c for _, _, _, c in running.values()]))
             group = free.pop(0)
             workdir = workdir_of(cmd)
             source = first_round_source(cmd, todo)
@@ -141,10 +152,10 @@ def run(args) -> int:
                 workdir.mkdir(parents=True, exist_ok=True)
                 with open(workdir / "driver.log", "a") as log:
                     proc = start_pinned(cmd, group, log)
-            running[proc] = (name, workdir, group)
+            running[proc] = (name, workdir, group, cmd)
         time.sleep(0.2)
         for proc in [p for p in running if p.poll() is not None]:
-            name, workdir, group = running.pop(proc)
+            name, workdir, group, _ = running.pop(proc)
             free.append(group)
             if proc.returncode:
                 failed.append(name)

@@ -82,6 +82,19 @@ def test_a_run_starts_from_the_first_round_of_its_sibling_with_the_same_results(
     assert "reproduced" in capsys.readouterr().out
 
 
+def test_a_run_waits_for_a_running_sibling_to_keep_its_first_round_unless_nothing_else_can_start(tmp_path):
+    """With two jobs, the sr run of a seed does not start beside its random sibling's first round (it
+    would recompute it): another run goes first, and it starts once the sibling has kept that round."""
+    def cmd(query, seed):
+        return [sys.executable, "-m", "inas_jax.main", f"--query={query}", f"--seed={seed}",
+                f"--workdir={tmp_path}/{query}{seed}"]
+    random0, sr0, random1 = cmd("random", 0), cmd("sr", 0), cmd("random", 1)
+    assert study.next_run([("sr0", sr0), ("random1", random1)], [random0]) == 1
+    assert study.next_run([("sr0", sr0)], [random0]) == 0  # nothing else to start: no idle CPU
+    (tmp_path / "random0" / "first_round").mkdir(parents=True)
+    assert study.next_run([("sr0", sr0), ("random1", random1)], [random0]) == 0
+
+
 def test_jobs_run_at_once_pinned_to_disjoint_cpus_and_a_failure_stops_the_queue(tmp_path, monkeypatch, capsys):
     """--jobs=N: N runs at once, each pinned to its own CPU group and logging to its workdir; a failed
     run is reported (exit 1) and nothing new starts after it, while the runs already going finish."""
