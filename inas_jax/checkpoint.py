@@ -8,9 +8,9 @@ WORKDIR/
   rounds/<r>/          Orbax: labelled indices (array), round, arch, history (JSON)
   training/<n>/        Orbax: the TrainState of the training in progress, with its round and task
   round_progress.json  scores of the iNAS candidates already trained in the current round
-  first_round/         the first round's progress and the last checkpoint of its final training, kept
-                       when that round ends: a run differing only in its query function starts there
-                       (RunStore(first_round_from=...), --first_round_from)
+  first_round/         the first round's progress and the last checkpoint of its final training (if
+                       any), kept when that round ends: a run differing only in its query function
+                       starts there (RunStore(first_round_from=...), --first_round_from)
   results.json         config + one record per completed round (rewritten atomically each round)
 Every write is atomic (Orbax commits by rename; JSON goes through a fresh temporary file), so a kill
 at any moment leaves the last complete checkpoint readable. A damaged checkpoint or progress file is
@@ -177,32 +177,34 @@ class RunStore:
             raise WorkdirError(f"{what} is a run with other settings or data ({'; '.join(other)}); only the "
                                f"query function's settings ({', '.join(QUERY_SETTINGS)}) may differ")
         kept = source / FIRST_ROUND
-        steps = sorted(kept.glob("training/*"))
-        if not (kept / "round_progress.json").is_file() or len(steps) != 1:
+        if not (kept / "round_progress.json").is_file():
             raise WorkdirError(f"{what} holds no finished first round to start from (a run keeps it when its "
                                "first round ends)")
-        staging = self.dir / "training" / f"{steps[0].name}.adopting"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(steps[0], staging)
-        staging.rename(self.dir / "training" / steps[0].name)
+        for step in kept.glob("training/*"):  # none if the final training ended before its first checkpoint
+            staging = self.dir / f"{FIRST_ROUND}.adopting"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(step, staging)
+            (self.dir / "training").mkdir(exist_ok=True)
+            staging.rename(self.dir / "training" / step.name)
         write_json(self.dir / "round_progress.json", json.loads((kept / "round_progress.json").read_text()))
         log.info("starting from the first round of %s", source)
 
     def _keep_first_round(self) -> None:
-        """Keeps the first round's progress and the newest checkpoint of its final training in
-        first_round/ (replaced atomically), for runs that differ only in their query function."""
+        """Keeps the first round's progress (iNAS scores, phase times) and the newest checkpoint of its
+        final training, if it has one, in first_round/ (replaced atomically), for runs that differ only
+        in their query function."""
         def final_step(step: int) -> int | None:
             meta = self._training.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
             return step if meta["round"] == 0 and meta["task"] == "final" else None
 
-        step = newest_readable(self._training, final_step, "training", delete_damaged=False)
-        progress = self.dir / "round_progress.json"
-        if step is None or not progress.is_file():
-            return
         staging, kept = self.dir / f"{FIRST_ROUND}.tmp", self.dir / FIRST_ROUND
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(self.dir / "training" / str(step), staging / "training" / str(step))
-        shutil.copyfile(progress, staging / "round_progress.json")
+        step = newest_readable(self._training, final_step, "training", delete_damaged=False)
+        if step is not None:
+            shutil.copytree(self.dir / "training" / str(step), staging / "training" / str(step))
+        progress = self._round_progress(0)
+        staging.mkdir(exist_ok=True)
+        self._write_round_progress(0, progress["scores"], progress["spent"], staging / "round_progress.json")
         shutil.rmtree(kept, ignore_errors=True)
         staging.rename(kept)
 
@@ -278,8 +280,9 @@ class RunStore:
             return {"scores": {}, "spent": {}}
         return {"scores": scores, "spent": spent}
 
-    def _write_round_progress(self, round_: int, scores: dict[Arch, float], spent: dict) -> None:
-        write_json(self.dir / "round_progress.json",
+    def _write_round_progress(self, round_: int, scores: dict[Arch, float], spent: dict,
+                              path: pathlib.Path | None = None) -> None:
+        write_json(path or self.dir / "round_progress.json",
                    {"round": round_, "scores": [[a.to_json(), s] for a, s in scores.items()], "spent": spent})
 
     def known_scores(self, round_: int) -> dict[Arch, float]:

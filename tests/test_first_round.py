@@ -17,6 +17,14 @@ def source(tmp_path_factory):
     return workdir
 
 
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory):
+    """The iNAS + sr run from scratch: its results without timings."""
+    workdir = tmp_path_factory.mktemp("alone")
+    assert run_cli(RUN + ["--query=sr", f"--workdir={workdir}"]) == 0
+    return without_timings(results_of(workdir))
+
+
 def _trainings(monkeypatch):
     """Records (label, epoch resumed from) of every training active.run starts."""
     from inas_jax import active
@@ -30,21 +38,33 @@ def _trainings(monkeypatch):
     return calls
 
 
-def test_a_run_started_from_another_runs_first_round_equals_the_run_from_scratch(tmp_path, source, monkeypatch):
+def test_a_run_started_from_another_runs_first_round_equals_the_run_from_scratch(tmp_path, source, alone,
+                                                                                   monkeypatch):
     kept = json.loads((source / "first_round" / "round_progress.json").read_text())
     calls = _trainings(monkeypatch)
     assert run_cli(RUN + ["--query=sr", f"--workdir={tmp_path / 'shared'}", f"--first_round_from={source}"]) == 0
-    shared_calls, calls[:] = list(calls), []
-    assert run_cli(RUN + ["--query=sr", f"--workdir={tmp_path / 'alone'}"]) == 0
-    # the same records, round 1's search and training included
-    assert without_timings(results_of(tmp_path / "shared")) == without_timings(results_of(tmp_path / "alone"))
+    # the same records as the run from scratch, round 1's search and training included
+    assert without_timings(results_of(tmp_path / "shared")) == alone
     # round 1 trained no candidate and resumed its final training at its last epoch (2)
-    round1 = [c for c in shared_calls if c[0].startswith("round 1")]
+    round1 = [c for c in calls if c[0].startswith("round 1")]
     assert len(round1) == 1 and "candidate" not in round1[0][0] and round1[0][1] == 2, round1
-    assert any(c[0].startswith("round 1 candidate") for c in calls)
     # and it records the first round's phase times of the run it started from, as its own
     shared = results_of(tmp_path / "shared")["rounds"][0]["cpu_seconds"]
     assert shared["search"] >= kept["spent"]["cpu_seconds"]["search"] > 0
+
+
+def test_a_first_round_that_ended_before_its_first_checkpoint_still_shares_its_search(tmp_path, alone,
+                                                                                      monkeypatch):
+    """With no checkpoint of the final training (it was shorter than --checkpoint_seconds), the kept
+    candidate scores still spare the search; the final training runs again, with the same results."""
+    src, calls = tmp_path / "src", _trainings(monkeypatch)
+    assert run_cli(TINY + ["--query=random", f"--workdir={src}"]) == 0  # checkpoints every 60 s: none here
+    assert not list((src / "first_round").glob("training/*"))
+    calls.clear()
+    assert run_cli(TINY + ["--query=sr", f"--workdir={tmp_path / 'new'}", f"--first_round_from={src}"]) == 0
+    assert without_timings(results_of(tmp_path / "new")) == alone
+    assert [c for c in calls if c[0].startswith("round 1")] == [(c[0], 0) for c in calls[:1]]
+    assert "candidate" not in calls[0][0]
 
 
 def test_a_source_with_other_settings_is_refused_in_one_line_naming_them(tmp_path, capsys):
