@@ -12,12 +12,12 @@ results.json to experiments/results/STUDY/runs/NAME.json; with --jobs=N, N runs 
 pinned to its share of the CPUs and logging to its workdir's driver.log. A run whose strategy and seed
 another run has already taken through its first round starts from that round (--first_round_from:
 the same results, ~12% less compute; its record carries that round's CPU time); with --jobs=N it
-does not start beside a sibling still computing that round while another run can start instead. Stopping it at any moment
-loses at most the work since the last checkpoint: the same command resumes. `verify` reruns one
-configuration from scratch in a temporary workdir, pinned to as many CPUs as the run recorded,
-keeps the rerun's results.json in experiments/results/STUDY/verify/ and checks that the labelled
-indices (sha1 per round), architectures, candidate scores and accuracies equal the committed file;
-exit status 1 if they do not.
+does not start beside a sibling still computing that round while another run can start instead.
+Stopping it at any moment loses at most the work since the last checkpoint: the same command
+resumes. `verify` reruns one configuration from scratch in a temporary workdir, pinned to as many
+CPUs as the run recorded, keeps the rerun's results.json in experiments/results/STUDY/verify/ and
+checks that the labelled indices (sha1 per round), architectures, candidate scores and accuracies
+equal the committed file; exit status 1 if they do not.
 """
 from __future__ import annotations
 
@@ -99,8 +99,9 @@ def _flags(cmd: list[str]) -> dict[str, str]:
 
 
 def _settings(cmd: list[str]) -> dict[str, str]:
-    """A driver command's flags but --query and --workdir: runs equal in these share their first round."""
-    return {k: v for k, v in _flags(cmd).items() if k not in ("query", "workdir")}
+    """A driver command's flags but --query, --workdir and --first_round_from: runs equal in these share
+    their first round."""
+    return {k: v for k, v in _flags(cmd).items() if k not in ("query", "workdir", "first_round_from")}
 
 
 def first_round_source(cmd: list[str], todo: list[tuple[str, list[str]]]) -> pathlib.Path | None:

@@ -91,6 +91,8 @@ def test_a_run_waits_for_a_running_sibling_to_keep_its_first_round_unless_nothin
     random0, sr0, random1 = cmd("random", 0), cmd("sr", 0), cmd("random", 1)
     assert study.next_run([("sr0", sr0), ("random1", random1)], [random0]) == 1
     assert study.next_run([("sr0", sr0)], [random0]) == 0  # nothing else to start: no idle CPU
+    coreset0 = cmd("coreset", 0) + [f"--first_round_from={tmp_path}/other"]  # a running run that adopted
+    assert study.next_run([("sr0", sr0), ("random1", random1)], [coreset0]) == 1
     (tmp_path / "random0" / "first_round").mkdir(parents=True)
     assert study.next_run([("sr0", sr0), ("random1", random1)], [random0]) == 0
 
