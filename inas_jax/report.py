@@ -372,11 +372,16 @@ def architecture_table(groups) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _plot_lines(ax, items, title):
+def _plot_lines(ax, items, title, references: dict[str, dict[int, float]] | None = None):
+    """Mean +- sd curves of each (name, runs) in `items`, and references (name -> {labels: accuracy})
+    as dashed grey lines."""
     for name, runs in items:
         labels, mean, std = curve(runs)
         ax.plot(labels, mean, marker="o", ms=3, label=f"{name} (n={len(runs)})")
         ax.fill_between(labels, mean - std, mean + std, alpha=0.2)
+    for name, values in (references or {}).items():
+        points = sorted(values.items())
+        ax.plot([n for n, _ in points], [a for _, a in points], "--", color="grey", marker="x", ms=4, label=name)
     ax.set(xlabel="labelled points", ylabel="test accuracy", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -409,7 +414,7 @@ def cumulative_cpu_hours(runs: list[dict]) -> np.ndarray | None:
 
 def write_report(runs: list[dict], out: str, references: dict[str, dict[int, float]] | None = None) -> list[str]:
     """Writes the PNGs and summary.md into `out`; returns the paths written. references: extra rows
-    of the accuracy table (name -> {labels: accuracy})."""
+    of the accuracy table and dashed lines of the accuracy plots (name -> {labels: accuracy})."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -424,7 +429,7 @@ def write_report(runs: list[dict], out: str, references: dict[str, dict[int, flo
             for ax, dataset in zip(axes[0], datasets):
                 items = sorted((k[3 - key_index], v) for k, v in groups.items()
                                if k[0] == dataset and k[key_index] == value)
-                _plot_lines(ax, items, f"{dataset}: {value}")
+                _plot_lines(ax, items, f"{dataset}: {value}", references)
             written.append(_save(fig, out, f"{prefix}_{_file_part(value)}.png"))
     inas = [(k, v) for k, v in sorted(groups.items()) if k[1] == "iNAS"]
     if inas:

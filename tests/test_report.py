@@ -95,6 +95,21 @@ def test_accuracy_table_with_a_reference_row(tmp_path, capsys):
     assert status == 2 and len(err) == 1 and "expected NAME=LABELS:ACCURACY" in err[0]
 
 
+def test_accuracy_plots_draw_the_reference(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _write_run(tmp_path / "runs" / "a", "inas", "sr", 0, [0.5, 0.7])
+    groups = report.group_runs(report.load_runs([str(tmp_path / "runs" / "*")]))
+    _, ax = plt.subplots()
+    report._plot_lines(ax, [("iNAS", groups[("digits", "iNAS", "sr")])], "t", {"ResNet-18": {200: 0.58, 100: 0.47}})
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"iNAS (n=1)", "ResNet-18"}
+    assert list(lines["ResNet-18"].get_xdata()) == [100, 200] and list(lines["ResNet-18"].get_ydata()) == [0.47, 0.58]
+    plt.close("all")
+
+
 def test_cost_table_and_compute_plot(tmp_path):
     """CPU hours per phase (mean over seeds) and iNAS's total as a multiple of the fixed run's, per seed."""
     for seed in (0, 1):
