@@ -185,10 +185,12 @@ def status(args) -> int:
     """Prints every configuration of the study as done (final accuracy, CPU hours), under way (rounds
     done and their CPU hours, the last line of its driver.log) or to run, then the CPU hours the
     unfinished runs still need, at the mean cost of the finished runs of the same strategy (of all
-    finished runs when that strategy has none yet)."""
+    finished runs when that strategy has none yet), less their round 1 for runs that will start from
+    a sibling's (one kept it, or an earlier unfinished sibling will)."""
     todo = study(args.study, args.npz, args.seeds)
     done_hours: dict[str, list[float]] = {}
-    lines, unfinished = [], []
+    first_hours: dict[str, list[float]] = {}
+    lines, unfinished, computing_first = [], [], []
     for i, (name, cmd) in enumerate(todo):
         committed = committed_file(args.study, name)
         workdir = workdir_of(cmd)
@@ -197,6 +199,7 @@ def status(args) -> int:
             results = json.loads(committed.read_text())
             last, hours = results["rounds"][-1], _cpu_hours(results)
             done_hours.setdefault(_strategy_of(cmd), []).append(hours)
+            first_hours.setdefault(_strategy_of(cmd), []).append(_cpu_hours({"rounds": results["rounds"][:1]}))
             lines.append(f"{head} done, test accuracy {last['test_accuracy']:.4f} at {last['num_labelled']:,} "
                          f"labels, {hours:.2f} CPU h")
             continue
@@ -210,7 +213,11 @@ def status(args) -> int:
             state = f"under way, {len(results['rounds'])} rounds done ({spent:.2f} CPU h)" + (
                 f"; {tail[0]}" if tail else "")
         lines.append(f"{head} {state}")
-        unfinished.append((_strategy_of(cmd), spent))
+        shares = spent == 0 and (first_round_source(cmd, todo) is not None
+                                 or any(_settings(other) == _settings(cmd) for other in computing_first))
+        if spent == 0 and not shares:
+            computing_first.append(cmd)
+        unfinished.append((_strategy_of(cmd), spent, shares))
     print("\n".join(lines))
     every = [h for hours in done_hours.values() for h in hours]
     if not unfinished:
@@ -218,8 +225,12 @@ def status(args) -> int:
     elif not every:
         print(f"{len(unfinished)} runs unfinished; no run has finished yet to estimate their cost from")
     else:
-        cost = {strategy: sum(hours) / len(hours) for strategy, hours in done_hours.items()}
-        left = sum(max(0.0, cost.get(strategy, sum(every) / len(every)) - spent) for strategy, spent in unfinished)
+        def mean(by_strategy: dict[str, list[float]], strategy: str) -> float:
+            values = by_strategy.get(strategy) or [h for hours in by_strategy.values() for h in hours]
+            return sum(values) / len(values)
+
+        left = sum(max(0.0, mean(done_hours, strategy) - (mean(first_hours, strategy) if shares else 0.0) - spent)
+                   for strategy, spent, shares in unfinished)
         cpus = len(os.sched_getaffinity(0))
         print(f"{len(unfinished)} runs unfinished: about {left:.1f} CPU hours left at the mean cost of the finished "
               f"runs ({left / cpus:.1f} hours on this process's {cpus} CPUs, one run per CPU)")

@@ -163,3 +163,32 @@ def test_status_lists_each_run_and_estimates_the_hours_left(tmp_path, monkeypatc
                       "round 2 candidate A(1,2) epoch 3/60")
     assert out[2] == "[3/3] c_fixed2x4_sr_seed0: to run"
     assert out[3].startswith("2 runs unfinished: about 3.5 CPU hours left")  # (2.0 - 0.5) + 2.0
+
+
+def test_status_leaves_round_1_out_of_the_estimate_for_runs_that_will_share_it(tmp_path, monkeypatch, capsys):
+    """A run to do whose sibling (same flags but --query) kept its first round, or is an earlier run to
+    do that will compute it, is estimated without round 1: here the finished runs' mean, 2.0 CPU h,
+    of which round 1 took 0.5."""
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
+
+    def cmd(name, seed, query):
+        return (name, ["python", "-m", "inas_jax.main", "--strategy=inas", f"--seed={seed}", f"--query={query}",
+                       f"--workdir={tmp_path}/runs/{name}"])
+
+    todo = [cmd("done_s0", 0, "sr"), cmd("new_s1_sr", 1, "sr"), cmd("new_s1_random", 1, "random"),
+            cmd("new_s2_sr", 2, "sr"), cmd("kept_s3", 3, "sr"), cmd("new_s3_random", 3, "random")]
+    monkeypatch.setattr(study, "study", lambda name, npz, seeds: todo)
+    runs = tmp_path / "results" / "tiny" / "runs"
+    runs.mkdir(parents=True)
+    rounds = [{"num_labelled": 1000 * (i + 1), "test_accuracy": 0.5,
+               "cpu_seconds": {"search": 1800 * h, "train": 1800 * h, "query": 0.0}} for i, h in enumerate([0.5, 1.5])]
+    (runs / "done_s0.json").write_text(json.dumps({"rounds": rounds}))
+    kept = tmp_path / "runs" / "kept_s3"
+    (kept / study.FIRST_ROUND).mkdir(parents=True)
+    (kept / "results.json").write_text(json.dumps({"rounds": rounds[:1]}))
+
+    assert study.status(argparse.Namespace(study="tiny", npz=None, seeds=[0])) == 0
+    out = capsys.readouterr().out.splitlines()
+    # new_s1_sr 2.0, new_s1_random 1.5 (shares new_s1_sr's), new_s2_sr 2.0, kept_s3 2.0 - 0.5 spent,
+    # new_s3_random 1.5 (shares kept_s3's)
+    assert out[-1].startswith("5 runs unfinished: about 8.5 CPU hours left")
