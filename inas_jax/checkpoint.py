@@ -137,9 +137,13 @@ class RunStore:
         os.write(fd, str(os.getpid()).encode())
         self._lock = fd
 
+    def _record(self) -> dict:
+        """What config.json holds: this run's settings and its data's fingerprint."""
+        return {"config": self.cfg.to_dict(), "data": self.data}
+
     def _check_config(self) -> None:
         path = self.dir / "config.json"
-        mine = {"config": self.cfg.to_dict(), "data": self.data}
+        mine = self._record()
         if not path.exists():
             write_json(path, mine)
             return
@@ -169,7 +173,7 @@ class RunStore:
         what = f"--first_round_from={str(source)!r}"
         try:
             stored = json.loads((source / "config.json").read_text())
-            diff = differences(stored, {"config": self.cfg.to_dict(), "data": self.data})
+            diff = differences(stored, self._record())
         except (ValueError, OSError, AttributeError) as err:
             raise WorkdirError(f"{what}: its config.json is unreadable ({_first_line(err)})") from None
         other = [d for d in diff if d.split(":", 1)[0] not in {f"config.{k}" for k in QUERY_SETTINGS}]
