@@ -35,12 +35,14 @@ SETTINGS = {
     "main": dict(tiers=[grid(["sr", "mcdropout", "coreset"]) + [("inas", None, "random")]], extra=[]),
     # The first CPU-scale study of experiments/study.py: every query, random too, under every strategy.
     "cifar_cpu": dict(tiers=[grid(["sr", "coreset", "mcdropout", "random"])], extra=[], preset="cifar_cpu"),
-    # The plateau study of experiments/study.py in three tiers: iNAS vs fixed A(2,4) under random and
-    # sr, then A(1,2) under them, then the other queries.
+    # The plateau study of experiments/study.py in tiers: iNAS vs fixed A(2,4) under random and sr, then
+    # A(1,2) under them, then each other query under every strategy, one query at a time, so that each
+    # query's comparisons have all their seeds before the next query starts.
     "cifar_plateau": dict(tiers=[[("inas", None, "random"), ("fixed", "2,4", "random"), ("inas", None, "sr"),
                                   ("fixed", "2,4", "sr")],
                                  [("fixed", "1,2", "random"), ("fixed", "1,2", "sr")],
-                                 grid(["coreset", "mcdropout", "typiclust"])], extra=[], preset="cifar_plateau"),
+                                 grid(["coreset"]), grid(["mcdropout"]), grid(["typiclust"])],
+                          extra=[], preset="cifar_plateau"),
     "sener": dict(tiers=[grid(["sr", "mcdropout", "coreset"])],
                   extra=["--initial_size=5000", "--query_sizes=5000,5000,5000,30000", "--budget=50000"]),
     "longtail": dict(tiers=[[("longtail", None, "coreset")]],

@@ -285,6 +285,7 @@ def test_paper_experiment_commands():
                               "cifar10_fixed2x4_sr_seed0"]
     assert {n.rsplit("_seed", 1)[0] for n in first_tier} == {"cifar10_inas_random", "cifar10_fixed2x4_random",
                                                                "cifar10_inas_sr", "cifar10_fixed2x4_sr"}
-    assert "--query=typiclust" in plateau[-1]
+    later = [c.split("--query=")[1].split()[0] for c in plateau[18:]]  # after tiers 1 and 2: one query at a time
+    assert later == ["coreset"] * 9 + ["mcdropout"] * 9 + ["typiclust"] * 9
     sener = paper.commands("sener", "cifar10", [0], None)
     assert all("--query_sizes=5000,5000,5000,30000" in c for c in sener)
