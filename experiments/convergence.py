@@ -97,20 +97,20 @@ def cell(dataset, arch: Arch, n: int, samples: int, settings: dict, seed: int, p
 
 
 def table(cells: list[dict]) -> str:
-    """Test accuracy per (arch, labels) at each schedule, and the change from the previous one."""
-    rows = ["| arch | labels | test accuracy by training samples (change from the previous schedule, points) |",
-            "|---|---|---|"]
+    """Test accuracy per (arch, labels, seed) at each schedule, and the change from the previous one."""
+    rows = ["| arch | labels | seed | test accuracy by training samples (change from the previous schedule, "
+            "points) |", "|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for c in cells:
-        groups.setdefault((tuple(c["arch"]), c["labels"]), []).append(c)
-    for (arch, n), group in sorted(groups.items()):
+        groups.setdefault((tuple(c["arch"]), c["labels"], c["seed"]), []).append(c)
+    for (arch, n, seed), group in sorted(groups.items()):
         group.sort(key=lambda c: c["samples"])
         parts, prev = [], None
         for c in group:
             change = "" if prev is None else f" ({100 * (c['test_accuracy'] - prev):+.1f})"
             parts.append(f"{c['samples']:,}: {c['test_accuracy']:.4f}{change}")
             prev = c["test_accuracy"]
-        rows.append(f"| {Arch(*arch)} | {n:,} | " + "; ".join(parts) + " |")
+        rows.append(f"| {Arch(*arch)} | {n:,} | {seed} | " + "; ".join(parts) + " |")
     return "\n".join(rows)
 
 

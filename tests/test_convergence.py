@@ -31,3 +31,12 @@ def test_interrupted_cell_resumes_to_the_uninterrupted_result(digits, tmp_path, 
     for key in ("test_accuracy", "test_loss", "final_train_loss", "samples", "labels", "arch"):
         assert resumed[key] == whole[key]
     assert list((tmp_path / "cut").iterdir()) == []
+
+
+def test_table_keeps_seeds_apart():
+    def c(samples, seed, acc):
+        return {"arch": [2, 4], "labels": 1000, "samples": samples, "seed": seed, "test_accuracy": acc}
+
+    rows = convergence.table([c(1, 0, 0.48), c(2, 0, 0.49), c(1, 1, 0.50), c(2, 1, 0.495)]).splitlines()[2:]
+    assert rows == ["| A(2,4) | 1,000 | 0 | 1: 0.4800; 2: 0.4900 (+1.0) |",
+                    "| A(2,4) | 1,000 | 1 | 1: 0.5000; 2: 0.4950 (-0.5) |"]
