@@ -123,6 +123,24 @@ def test_weight_decay_only_on_conv_kernels():
     assert not flat["stem_conv/bias"] and not flat["head/kernel"] and not flat["stem_bn/scale"]
 
 
+@pytest.mark.parametrize("cfg", [TINY, TrainConfig(momentum=0.0, nesterov=False, weight_decay=0.0)])
+def test_initial_optimizer_state_is_optaxs_built_on_the_host(cfg):
+    """init_state's optimizer state equals optax's own init (structure, dtypes, values) and compiles
+    nothing (optax's eager zeros compiled one executable per parameter shape)."""
+    from inas_jax.compilation import snapshot
+    from inas_jax.train import initial_opt_state, make_optimizer
+    model = build_model(Arch(1, 2), 10, ModelConfig(width=4), (np.zeros(1), np.ones(1)))
+    params = model.init(jax.random.key(0), (8, 8, 1))["params"]
+    tx = make_optimizer(cfg)
+    expected = tx.init(params)
+    before = snapshot()
+    got = initial_opt_state(tx, params)
+    assert snapshot().since(before).compiled == 0
+    assert jax.tree.structure(got) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, np.asarray(b))
+
+
 def test_divergence_is_detected(digits):
     with pytest.raises(TrainingDiverged, match="loss is"):
         train(_model(Arch(1, 1), digits), digits.x_train[:64], digits.y_train[:64], TINY.replace(lr=1e30),
