@@ -175,9 +175,10 @@ def _strategy_of(cmd: list[str]) -> str:
     return flags.get("strategy", "inas") + (f" {flags['arch']}" if "arch" in flags else "")
 
 
-def _cpu_hours(results: dict) -> float:
-    """CPU hours of the rounds recorded in a results.json (0 when a round was recorded without them)."""
-    hours = round_cpu_hours(results, len(results["rounds"]))
+def _cpu_hours(results: dict, rounds: int | None = None) -> float:
+    """CPU hours of the first `rounds` (default: all) rounds recorded in a results.json (0 when a round
+    was recorded without them)."""
+    hours = round_cpu_hours(results, len(results["rounds"]) if rounds is None else rounds)
     return 0.0 if hours is None else float(hours.sum())
 
 
@@ -199,7 +200,7 @@ def status(args) -> int:
             results = json.loads(committed.read_text())
             last, hours = results["rounds"][-1], _cpu_hours(results)
             done_hours.setdefault(_strategy_of(cmd), []).append(hours)
-            first_hours.setdefault(_strategy_of(cmd), []).append(_cpu_hours({"rounds": results["rounds"][:1]}))
+            first_hours.setdefault(_strategy_of(cmd), []).append(_cpu_hours(results, 1))
             lines.append(f"{head} done, test accuracy {last['test_accuracy']:.4f} at {last['num_labelled']:,} "
                          f"labels, {hours:.2f} CPU h")
             continue
