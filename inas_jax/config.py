@@ -250,7 +250,7 @@ PRESETS: dict[str, dict] = {
     # CIFAR-10 at the scale of a 2-core CPU, ~10 minutes a run: the paper's structure (iNAS from A(1,1),
     # oversampled epochs, step LR decay, augmentation, a random initial set, growing queries) with
     # width 64 -> 16, 200 epochs of 50,000 -> 30 of 2,048, candidates 50 -> 8 epochs (the same quarter
-    # of the schedule), labels 2,000..50,000 -> 1,000..4,000. See README "CIFAR-10 at CPU scale".
+    # of the schedule), labels 2,000..50,000 -> 1,000..4,000. See README "The earlier study: cifar_cpu".
     # patch_max_size=4, winograd=False, eval_batch_size=1000: the convolution lowering and inference batch
     # the committed study ran with (its numbers reproduce bit for bit; the defaults since, patch GEMMs up
     # to 16x16, Winograd for 3x3 stride-1 convs and inference batches of 128, are faster and equal up to
@@ -260,7 +260,7 @@ PRESETS: dict[str, dict] = {
                       eval_batch_size=1000),
     # CIFAR-10 at CPU scale with every final training run to a plateau (experiments/convergence.py):
     # 240 epochs of 2,048 samples per 1,000 labels (491.52 passes over the labelled set); candidates
-    # train a quarter of it. Labels 1,000 -> 2,500 -> 4,000. See README "CIFAR-10 trained to a plateau".
+    # train a quarter of it. Labels 1,000 -> 2,500 -> 4,000. See README "CIFAR-10: the evidence study".
     "cifar_plateau": dict(width=16, epochs=240, train_passes=491.52, epoch_size=2048, batch_size=128,
                           inas_epochs=60, initial_size=1000, query_sizes=(1500,), budget=4000, t_inas=1),
 }
