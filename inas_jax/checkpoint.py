@@ -34,7 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from inas_jax.active import PoolState
-from inas_jax.config import QUERY_SETTINGS, ConfigError, RunConfig, differences
+from inas_jax.config import QUERY_SETTINGS, ConfigError, RunConfig, differences, with_legacy_settings
 from inas_jax.search_space import Arch
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,7 @@ class RunStore:
             if not isinstance(stored, dict) or set(stored) != {"config", "data"}:
                 raise ConfigError("expected an object with 'config' and 'data'")
             RunConfig.from_dict(stored["config"])
+            stored["config"] = with_legacy_settings(stored["config"])
         except (ValueError, OSError) as err:  # JSONDecodeError and ConfigError are ValueErrors
             raise WorkdirError(f"{str(path)!r} is unreadable ({_first_line(err)}); restore it or use another "
                                "--workdir") from None
@@ -173,6 +174,7 @@ class RunStore:
         what = f"--first_round_from={str(source)!r}"
         try:
             stored = json.loads((source / "config.json").read_text())
+            stored["config"] = with_legacy_settings(stored["config"])
             diff = differences(stored, self._record())
         except (ValueError, OSError, AttributeError) as err:
             raise WorkdirError(f"{what}: its config.json is unreadable ({_first_line(err)})") from None

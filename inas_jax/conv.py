@@ -17,9 +17,14 @@ from inas_jax.winograd import conv3x3_winograd
 
 CONV_IMPLS = ("auto", "xla", "patches", "winograd")
 PATCH_MAX_SIZE = 16  # conv_impl="auto" on the CPU: patch GEMMs for outputs up to 16x16
-# conv_impl="auto" on the CPU: Winograd from 16 input channels and 2x2 outputs. Below, the transforms
-# cost about what they save (8 channels: 0.96-1.34x the patch GEMM's time); a 1x1 output is padded
-# to one 2x2 tile, 2.5x slower.
+# conv_impl="auto" on the CPU: XLA's own convolution for stride-1 convs with at most this many input
+# and output channels and outputs of at least 2x2 (fastest there, see ConvLowering, and the quickest to
+# compile: one op, where a Winograd conv's transforms take ~1 s to compile and a patch GEMM's ~0.2 s).
+XLA_MAX_CHANNELS = 16
+# conv_impl="auto" on the CPU: Winograd from 16 input channels and 2x2 outputs (in effect from 17 input
+# channels, or 16 into more outputs, since XLA takes the narrower ones). Below, the transforms cost
+# about what they save (8 channels: 0.96-1.34x the patch GEMM's time); a 1x1 output is padded to one
+# 2x2 tile, 2.5x slower.
 WINOGRAD_MIN_CHANNELS = 16
 
 _conv_init = nn.initializers.he_normal()
@@ -30,18 +35,23 @@ class ConvLowering:
     """How `Conv` computes a convolution, and the factory of the network's `Conv` modules.
 
     impl: "xla" (lax.conv), "patches" (conv_patches), "winograd" (conv3x3_winograd for 3x3 stride-1
-    convs, patches for the others) or "auto". On the CPU, auto takes Winograd for 3x3 stride-1 convs
-    with at least WINOGRAD_MIN_CHANNELS input channels and outputs of at least 2x2 when `winograd` is
-    set, else patches where they beat XLA's convolution (output at most `patch_max_size` pixels a
-    side, or <= 4 input channels), else XLA; on accelerators always XLA. At width 64 and batch 128 on
-    a 2-core CPU, a Winograd conv's forward plus backward takes 0.5-0.75x the patch GEMM's time, and
-    patches take ~0.9x XLA's at 16x16 and 8x8 and ~1/50 at 2x2. Frozen and hashable, so a model that
+    convs, patches for the others) or "auto". On the CPU, auto takes XLA for narrow stride-1 convs (at
+    most `xla_max_channels` channels in and out, outputs of at least 2x2), Winograd for the other 3x3
+    stride-1 convs with at least WINOGRAD_MIN_CHANNELS input channels and outputs of at least 2x2 when
+    `winograd` is set, else patches where they beat XLA's convolution (output at most
+    `patch_max_size` pixels a side, or <= 4 input channels), else XLA; on accelerators always XLA.
+    Forward plus backward at batch 128 on a 2-core CPU: a 16x16x16 conv takes 5.0 ms with XLA, 7.6
+    with Winograd and 10.7 as a patch GEMM, the 3-channel stem into 16 channels at 32x32 4.1 ms with
+    XLA and 6.5 as a patch GEMM; from 32 channels XLA's convolution falls behind (8x8x32: 4.0 ms,
+    Winograd 3.3) and collapses at small sizes (2x2x128: 10.8 ms, Winograd 1.8, patches 1.9). At width
+    64 a Winograd conv takes 0.5-0.75x the patch GEMM's time. Frozen and hashable, so a model that
     holds it is a valid jit static argument.
     """
 
     impl: str = "auto"
     patch_max_size: int = PATCH_MAX_SIZE
     winograd: bool = True
+    xla_max_channels: int = XLA_MAX_CHANNELS
 
     def __post_init__(self):
         if self.impl not in CONV_IMPLS:
@@ -52,12 +62,15 @@ class ConvLowering:
         """A `Conv` module computed with this lowering."""
         return Conv(features, kernel_size, stride, dtype, self, name=name)
 
-    def choose(self, kernel_size: int, stride: int, in_channels: int, out_size: int) -> str:
+    def choose(self, kernel_size: int, stride: int, in_channels: int, out_channels: int, out_size: int) -> str:
         """The lowering ("xla", "patches" or "winograd") of one convolution on this backend."""
         winograd_fits = kernel_size == 3 and stride == 1
         impl = self.impl
         if impl == "auto":
             if jax.default_backend() != "cpu":
+                return "xla"
+            if (kernel_size > 1 and stride == 1 and max(in_channels, out_channels) <= self.xla_max_channels
+                    and out_size >= 2):
                 return "xla"
             if self.winograd and winograd_fits and in_channels >= WINOGRAD_MIN_CHANNELS and out_size >= 2:
                 return "winograd"
@@ -103,7 +116,7 @@ class Conv(nn.Module):
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         pad = (k - 1) // 2
         out_size = (min(x.shape[1], x.shape[2]) + 2 * pad - k) // self.stride + 1
-        impl = self.lowering.choose(k, self.stride, cin, out_size)
+        impl = self.lowering.choose(k, self.stride, cin, self.features, out_size)
         if impl == "winograd":
             y = conv3x3_winograd(x, kernel)
         elif impl == "patches":

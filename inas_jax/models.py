@@ -176,7 +176,7 @@ def build_model(arch: Arch, num_classes: int, cfg, stats: tuple[np.ndarray, np.n
     """The Model of `arch` as configured by cfg (a config.ModelConfig), for data with channel
     statistics stats = (mean (C,), std (C,))."""
     module = GridResNet(arch, num_classes, cfg.width, jnp.dtype(cfg.compute_dtype),
-                        ConvLowering(cfg.conv_impl, cfg.patch_max_size, cfg.winograd))
+                        ConvLowering(cfg.conv_impl, cfg.patch_max_size, cfg.winograd, cfg.xla_max_channels))
     return Model(module, np.asarray(stats[0], np.float32), np.asarray(stats[1], np.float32), cfg.dropout)
 
 

@@ -36,7 +36,7 @@ import sys
 import numpy as np
 
 from inas_jax.active import PHASES
-from inas_jax.config import STRATEGIES, dataset_label
+from inas_jax.config import STRATEGIES, dataset_label, with_legacy_settings
 from inas_jax.search_space import Arch
 
 
@@ -79,7 +79,7 @@ def read_results(file: str) -> dict:
     problem = _results_problem(run)
     if problem:
         raise ReportError(f"{file}: {problem}")
-    return run
+    return {**run, "config": with_legacy_settings(run["config"])}
 
 
 def _is_int(value) -> bool:

@@ -76,6 +76,26 @@ def test_config_round_trip_and_differences():
         ["model.width: 4 -> 8", "seed: 2 -> 3"]
 
 
+def test_a_config_recorded_before_a_setting_existed_reads_with_the_value_that_reproduces_it():
+    """A stored config without xla_max_channels (written before it existed, when no convolution was
+    XLA's by that rule) reads as xla_max_channels=0; every other missing setting stays an error."""
+    d = RunConfig().to_dict()
+    del d["model"]["xla_max_channels"]
+    assert RunConfig.from_dict(d) == RunConfig().replace(xla_max_channels=0)
+    assert "xla_max_channels" not in d["model"]  # the caller's dict is left alone
+    del d["model"]["winograd"]
+    with pytest.raises(ConfigError, match="missing setting model.winograd"):
+        RunConfig.from_dict(d)
+
+
+def test_the_study_presets_keep_the_lowering_their_runs_were_made_with():
+    assert from_preset("cifar_plateau").model.xla_max_channels == 0
+    assert from_preset("cifar_cpu").model.xla_max_channels == 0
+    assert RunConfig().model.xla_max_channels == 16
+    with pytest.raises(ConfigError, match="xla_max_channels=-1 must be >= 0"):
+        validate(RunConfig().replace(xla_max_channels=-1))
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda d: d.pop("model"), "missing setting model"),
     (lambda d: d.update(extra=1), "unknown setting extra"),

@@ -77,6 +77,22 @@ def test_a_source_with_other_settings_is_refused_in_one_line_naming_them(tmp_pat
     assert len(err) == 1 and "is a run with other settings or data (config.seed: 1 -> 0)" in err[0], err
 
 
+def test_a_source_recorded_before_xla_max_channels_existed_is_read_with_its_lowering(tmp_path, capsys):
+    """A source whose config.json predates xla_max_channels ran with xla_max_channels=0: a run with that
+    setting starts from it, one with the default is refused naming the setting."""
+    one_round = RUN + ["--query=random", "--strategy=fixed", "--arch=1,1", "--budget=40", "--xla_max_channels=0"]
+    assert run_cli(one_round + [f"--workdir={tmp_path / 'src'}"]) == 0
+    stored = json.loads((tmp_path / "src" / "config.json").read_text())
+    del stored["config"]["model"]["xla_max_channels"]
+    (tmp_path / "src" / "config.json").write_text(json.dumps(stored))
+    sr = [a for a in one_round if a != "--query=random"] + ["--query=sr", f"--first_round_from={tmp_path / 'src'}"]
+    assert run_cli(sr + [f"--workdir={tmp_path / 'new'}"]) == 0
+    capsys.readouterr()
+    default = [a for a in sr if a != "--xla_max_channels=0"]
+    assert run_cli(default + [f"--workdir={tmp_path / 'new2'}"]) == 2
+    assert "model.xla_max_channels: 0 -> 16" in capsys.readouterr().err
+
+
 def test_a_source_without_a_finished_first_round_is_refused(tmp_path, capsys, source):
     src = tmp_path / "src"  # a run of the same settings that has not finished its first round
     src.mkdir()

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from inas_jax.conv import Conv, ConvLowering
+from inas_jax.conv import XLA_MAX_CHANNELS, Conv, ConvLowering
 from inas_jax.models import GridResNet, dropout, head_logits
 from inas_jax.search_space import Arch, neighbours, num_params
 
@@ -146,25 +146,37 @@ def _lowered_ops(conv, x) -> str:
 def test_auto_lowering_uses_patch_gemms_up_to_patch_max_size(patch_max_size, lowered_by_xla):
     """Without Winograd, conv_impl=auto on the CPU runs a 16x16-output conv as a patch GEMM iff
     patch_max_size >= 16."""
-    jaxpr = _lowered_ops(Conv(8, 3, 1, lowering=ConvLowering("auto", patch_max_size, winograd=False)),
-                         jnp.ones((2, 16, 16, 8)))
+    jaxpr = _lowered_ops(Conv(32, 3, 1, lowering=ConvLowering("auto", patch_max_size, winograd=False)),
+                         jnp.ones((2, 16, 16, 32)))
     assert ("conv_general_dilated" in jaxpr) == lowered_by_xla
     assert "custom_vjp" not in jaxpr
 
 
 def test_auto_lowering_uses_winograd_for_3x3_stride_1_convs_only():
-    """The default on the CPU: Winograd for 3x3 stride-1 convs with >= 16 input channels and >= 2x2
-    outputs; patches for strided, 1x1, narrow (the stem) and 1x1-output convs; XLA's nowhere here."""
+    """The default on the CPU: Winograd for 3x3 stride-1 convs with >= 16 input channels, more than 16
+    channels in or out and >= 2x2 outputs; patches for strided, 1x1, wide-output stem and 1x1-output
+    convs; XLA's for none of these."""
     x = jnp.ones((2, 16, 16, 16))
-    assert "custom_vjp" in _lowered_ops(Conv(8, 3, 1), x)
-    for conv, inputs in [(Conv(8, 3, 2), x), (Conv(8, 1, 1), x), (Conv(8, 3, 1), jnp.ones((2, 16, 16, 8))),
-                         (Conv(8, 3, 1), jnp.ones((2, 1, 1, 16)))]:
+    assert "custom_vjp" in _lowered_ops(Conv(32, 3, 1), x)
+    for conv, inputs in [(Conv(8, 3, 2), x), (Conv(8, 1, 1), x), (Conv(32, 3, 1), jnp.ones((2, 16, 16, 3))),
+                         (Conv(32, 3, 1), jnp.ones((2, 1, 1, 16)))]:
         jaxpr = _lowered_ops(conv, inputs)
         assert "custom_vjp" not in jaxpr and "conv_general_dilated" not in jaxpr
-    assert ConvLowering().choose(3, 1, 64, 32) == "winograd"
-    assert ConvLowering("winograd").choose(3, 2, 64, 8) == "patches"  # Winograd F(2x2,3x3) is stride 1
-    assert ConvLowering("xla").choose(3, 1, 64, 8) == "xla"
-    assert ConvLowering(winograd=False).choose(3, 1, 64, 32) == "xla"
+    assert ConvLowering().choose(3, 1, 64, 64, 32) == "winograd"
+    assert ConvLowering("winograd").choose(3, 2, 64, 128, 8) == "patches"  # Winograd F(2x2,3x3) is stride 1
+    assert ConvLowering("xla").choose(3, 1, 64, 64, 8) == "xla"
+    assert ConvLowering(winograd=False).choose(3, 1, 64, 64, 32) == "xla"
+
+
+@pytest.mark.parametrize("cin, cout, size", [(16, 16, 16), (3, 16, 32), (1, 8, 8), (16, 16, 2), (8, 8, 4)])
+def test_auto_lowering_gives_narrow_stride_1_convs_to_xla(cin, cout, size):
+    """Stride-1 convs with at most 16 channels in and out and >= 2x2 outputs (the width-16 network's
+    first stack and stem, the digits network) run as XLA's convolution: fastest there on the CPU."""
+    assert "conv_general_dilated" in _lowered_ops(Conv(cout, 3, 1), jnp.ones((2, size, size, cin)))
+    assert ConvLowering().choose(3, 1, cin, cout, size) == "xla"
+    assert ConvLowering().choose(3, 1, cin, 2 * XLA_MAX_CHANNELS, size) != "xla"
+    assert ConvLowering().choose(3, 2, cin, cout, size) != "xla"  # strided: patches
+    assert ConvLowering().choose(3, 1, cin, cout, 1) != "xla"
 
 
 def test_unknown_conv_impl_is_refused():

@@ -255,6 +255,16 @@ def test_runs_differing_in_more_than_the_seed_are_not_averaged(tmp_path, capsys,
     assert not (tmp_path / "out").exists()
 
 
+def test_a_run_recorded_before_xla_max_channels_existed_is_a_seed_of_the_curve_with_zero(tmp_path):
+    """Records without xla_max_channels ran with the lowering xla_max_channels=0 keeps: one curve."""
+    _write_run(tmp_path / "old", "inas", "sr", 0, [0.5, 0.7], model={"width": 8})
+    _write_run(tmp_path / "new", "inas", "sr", 1, [0.7, 0.9], model={"width": 8, "xla_max_channels": 0})
+    assert [len(g) for g in report.group_runs(report.load_runs([str(tmp_path / "*")])).values()] == [2]
+    _write_run(tmp_path / "fast", "inas", "sr", 2, [0.7, 0.9], model={"width": 8, "xla_max_channels": 16})
+    with pytest.raises(report.ReportError, match="differ in model.xla_max_channels: (0 vs 16|16 vs 0)"):
+        report.group_runs(report.load_runs([str(tmp_path / "*")]))
+
+
 def test_seeds_with_different_round_counts_are_reported_with_a_warning(tmp_path, capsys):
     a = _write_run(tmp_path / "runs" / "a", "fixed", "sr", 0, [0.5, 0.7, 0.8], arch=(2, 4))
     b = _write_run(tmp_path / "runs" / "b", "fixed", "sr", 1, [0.7, 0.9], arch=(2, 4))

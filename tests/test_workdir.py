@@ -88,6 +88,20 @@ def test_a_config_json_of_wrong_types_is_one_error_line(tmp_path, capsys):
     assert "train.epochs='2' is not of type int" in _one_error_line(capsys)
 
 
+def test_a_workdir_recorded_before_xla_max_channels_existed_resumes_with_its_lowering(tmp_path, capsys):
+    """A config.json without xla_max_channels is a run made before the setting existed: it resumes
+    under --xla_max_channels=0 (its lowering), and the default is refused as other settings."""
+    args = FIXED + ["--budget=40", f"--workdir={tmp_path}"]
+    assert run_cli(args + ["--xla_max_channels=0"]) == 0
+    stored = json.loads((tmp_path / "config.json").read_text())
+    del stored["config"]["model"]["xla_max_channels"]
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    assert run_cli(args + ["--xla_max_channels=0"]) == 0
+    capsys.readouterr()
+    assert run_cli(args) == 2
+    assert "model.xla_max_channels: 0 -> 16" in _one_error_line(capsys)
+
+
 @pytest.mark.parametrize("name", ["rounds", "training"])
 def test_a_checkpoint_directory_that_is_a_file_is_one_error_line(tmp_path, capsys, name):
     (tmp_path / name).write_text("not a directory")
