@@ -40,7 +40,7 @@ from absl import app, flags
 from inas_jax.allocator import TUNABLE, huge_pages_active, with_huge_pages
 from inas_jax.allocator import reexec_with_huge_pages
 from inas_jax.config import ModelConfig, TrainConfig
-from inas_jax.conv import PATCH_MAX_SIZE
+from inas_jax.conv import PATCH_MAX_SIZE, XLA_MAX_CHANNELS
 from inas_jax.models import build_model, forward_flops
 from inas_jax.search_space import Arch, num_params
 from inas_jax.train import init_state, sgd_step, train_epoch
@@ -58,6 +58,8 @@ PATCH_MAX = flags.DEFINE_integer("patch_max_size", PATCH_MAX_SIZE, "Patch-GEMM c
                                  "(4 was the rule before; with INAS_JAX_DEFAULT_MALLOC=1, the old setup).")
 WINOGRAD = flags.DEFINE_bool("winograd", True, "Winograd F(2x2,3x3) for 3x3 stride-1 convs (--nowinograd: patch "
                              "GEMMs and XLA's convolution only).")
+XLA_MAX = flags.DEFINE_integer("xla_max_channels", XLA_MAX_CHANNELS, "XLA's convolution for stride-1 convs with at "
+                               "most this many channels in and out (0: none, the cifar_plateau study's lowering).")
 PROFILE_TOP = flags.DEFINE_integer("profile_top", 0, "Print the K most expensive XLA ops per step (0: off).")
 
 
@@ -72,7 +74,7 @@ def jax_images_per_s(arch: Arch, profile: bool = False) -> tuple[float, float, f
                         max_shift=4 if augmented else 0, max_rotation=15.0 if augmented else 0.0)
             for augmented in (False, True)]
     model = build_model(arch, 10, ModelConfig(width=WIDTH.value, patch_max_size=PATCH_MAX.value,
-                                              winograd=WINOGRAD.value), STATS)
+                                              winograd=WINOGRAD.value, xla_max_channels=XLA_MAX.value), STATS)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(0, 256, (BATCH.value * 4, 32, 32, 3), np.uint8))
     y = jnp.asarray(rng.integers(0, 10, (BATCH.value * 4,), np.int32))
@@ -170,7 +172,8 @@ def main(_):
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, width {WIDTH.value}, batch {BATCH.value}, "
           f"{STEPS.value} steps x {REPEATS.value}; fp32 matmul ceiling {ceiling:.0f} GFLOP/s (jitted 2048^2 "
           f"matmul); GLIBC_TUNABLES={TUNABLE} {'on' if huge_pages_active() else 'off'}, patch GEMMs up to "
-          f"{PATCH_MAX.value}x{PATCH_MAX.value}, Winograd {'on' if WINOGRAD.value else 'off'}")
+          f"{PATCH_MAX.value}x{PATCH_MAX.value}, Winograd {'on' if WINOGRAD.value else 'off'}, XLA convolutions up to "
+          f"{XLA_MAX.value} channels")
     print(f"{'arch':8} {'params':>10} {'GFLOP/img':>9} {'jax':>8} {'faults':>7} {'jax+aug':>8} {'aug cost':>8} "
           + " ".join(f"{name:>12}" for name in PEER_CONFIGS) + f" {'jax/best':>8} {'jax %ceil':>9}")
     for text in FLAGS.value:
