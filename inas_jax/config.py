@@ -8,13 +8,12 @@ value before any work starts. Adding a setting = one field here (with its help) 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
 import typing
 from typing import Any
-
-import copy
 
 from inas_jax.conv import CONV_IMPLS, PATCH_MAX_SIZE, XLA_MAX_CHANNELS
 from inas_jax.queries import QUERIES

@@ -40,11 +40,11 @@ class ConvLowering:
     stride-1 convs with at least WINOGRAD_MIN_CHANNELS input channels and outputs of at least 2x2 when
     `winograd` is set, else patches where they beat XLA's convolution (output at most
     `patch_max_size` pixels a side, or <= 4 input channels), else XLA; on accelerators always XLA.
-    Forward plus backward at batch 128 on a 2-core CPU: a 16x16x16 conv takes 5.0 ms with XLA, 7.6
-    with Winograd and 10.7 as a patch GEMM, the 3-channel stem into 16 channels at 32x32 4.1 ms with
-    XLA and 6.5 as a patch GEMM; from 32 channels XLA's convolution falls behind (8x8x32: 4.0 ms,
-    Winograd 3.3) and collapses at small sizes (2x2x128: 10.8 ms, Winograd 1.8, patches 1.9). At width
-    64 a Winograd conv takes 0.5-0.75x the patch GEMM's time. Frozen and hashable, so a model that
+    Forward plus backward at batch 128 on a 2-core CPU (experiments/bench_conv.py): a 16x16x16 conv
+    takes 5.2 ms with XLA, 8.6 with Winograd and 11.7 as a patch GEMM, the 3-channel stem into 16
+    channels at 32x32 3.8 ms with XLA and 6.6 as a patch GEMM; from 32 channels XLA's convolution falls
+    behind (8x8x32: 4.0 ms, Winograd 2.8) and collapses at small sizes (2x2x128: 11.3 ms, Winograd 1.7,
+    patches 1.9). At width 64 a Winograd conv takes 0.5-0.75x the patch GEMM's time. Frozen and hashable, so a model that
     holds it is a valid jit static argument.
     """
 

@@ -179,6 +179,21 @@ def test_auto_lowering_gives_narrow_stride_1_convs_to_xla(cin, cout, size):
     assert ConvLowering().choose(3, 1, cin, cout, 1) != "xla"
 
 
+def test_the_plateau_preset_builds_the_network_its_study_ran_with():
+    """cifar_plateau's xla_max_channels=0 reaches the model: its width-16 CIFAR network has no XLA
+    convolution (stem as a patch GEMM, first stack by Winograd); the default's has."""
+    from inas_jax.config import from_preset
+    from inas_jax.models import build_model
+    stats = (np.zeros(3, np.float32), np.ones(3, np.float32))
+    for settings, has_xla in [({}, False), ({"xla_max_channels": 16}, True)]:
+        module = build_model(Arch(1, 2), 10, from_preset("cifar_plateau", "cifar10", **settings).model, stats).module
+        x = jnp.zeros((2, 32, 32, 3))
+        variables = jax.eval_shape(lambda: module.init(jax.random.key(0), x))
+        jaxpr = str(jax.make_jaxpr(lambda v: module.apply(v, x))(variables))
+        assert ("conv_general_dilated" in jaxpr) == has_xla
+        assert "custom_vjp" in jaxpr  # Winograd for the second stack's 32-channel convs either way
+
+
 def test_unknown_conv_impl_is_refused():
     with pytest.raises(ValueError, match="conv_impl='im2col' is unknown"):
         ConvLowering("im2col")
