@@ -12,6 +12,7 @@ and what conv_impl="auto" picks. One process; run it on a quiet machine (the tim
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 
@@ -20,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from inas_jax.allocator import reexec_with_huge_pages
-from inas_jax.conv import ConvLowering, conv_patches
-from inas_jax.winograd import conv3x3_winograd
+from inas_jax.conv import ConvLowering, convolve
 
 # (input size, input channels, output channels, stride): the stems, first stacks and stage changes of
 # the width-16 CIFAR network, the width-8 digits network and wider or smaller maps for contrast.
@@ -38,13 +38,9 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
     return int(size.split("x")[0]), int(cin), int(cout), int(stride or 1)
 
 
-def lowered(impl: str, stride: int):
-    def conv(x, k):
-        if impl == "xla":
-            return jax.lax.conv_general_dilated(x, k, (stride, stride), [(1, 1)] * 2,
-                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return conv_patches(x, k, stride, 1) if impl == "patches" else conv3x3_winograd(x, k)
-    return conv
+def weighted_output(impl: str, stride: int, x, k, g):
+    """sum(conv(x, k) * g): its gradient is the convolution's backward pass with cotangent g."""
+    return jnp.sum(convolve(impl, x, k, stride) * g)
 
 
 def time_call(fn, *args) -> float:
@@ -84,8 +80,8 @@ def main() -> int:
             if impl == "winograd" and stride != 1:
                 cells.append(f"{'-':>14}")
                 continue
-            conv = lowered(impl, stride)
-            grad = jax.jit(jax.grad(lambda x, k, g: jnp.sum(conv(x, k) * g), argnums=(0, 1) if cin > 3 else 1))
+            loss = functools.partial(weighted_output, impl, stride)
+            grad = jax.jit(jax.grad(loss, argnums=(0, 1) if cin > 3 else 1))
             t = time.perf_counter()
             compiled = grad.lower(x, k, g).compile()
             compile_s = time.perf_counter() - t

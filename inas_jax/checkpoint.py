@@ -151,8 +151,7 @@ class RunStore:
             stored = json.loads(path.read_text())
             if not isinstance(stored, dict) or set(stored) != {"config", "data"}:
                 raise ConfigError("expected an object with 'config' and 'data'")
-            RunConfig.from_dict(stored["config"])
-            stored["config"] = with_legacy_settings(stored["config"])
+            stored["config"] = RunConfig.from_dict(stored["config"]).to_dict()  # checked, LEGACY_SETTINGS filled
         except (ValueError, OSError) as err:  # JSONDecodeError and ConfigError are ValueErrors
             raise WorkdirError(f"{str(path)!r} is unreadable ({_first_line(err)}); restore it or use another "
                                "--workdir") from None

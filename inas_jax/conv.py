@@ -98,6 +98,18 @@ def conv_patches(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.
     return out.reshape(b, ho, wo, cout)
 
 
+def convolve(impl: str, x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """x (B, H, W, Cin) convolved with kernel (k, k, Cin, Cout), padding (k-1)/2, computed by `impl`
+    ("xla", "patches" or "winograd", as ConvLowering.choose names it)."""
+    pad = (kernel.shape[0] - 1) // 2
+    if impl == "winograd":
+        return conv3x3_winograd(x, kernel)
+    if impl == "patches":
+        return conv_patches(x, kernel, stride, pad)
+    return jax.lax.conv_general_dilated(x, kernel, (stride,) * 2, [(pad, pad)] * 2,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 class Conv(nn.Module):
     """k x k convolution with bias, padding (k-1)/2, He-normal init: nn.Conv's parameters and result,
     computed as `lowering` chooses."""
@@ -117,11 +129,4 @@ class Conv(nn.Module):
         pad = (k - 1) // 2
         out_size = (min(x.shape[1], x.shape[2]) + 2 * pad - k) // self.stride + 1
         impl = self.lowering.choose(k, self.stride, cin, self.features, out_size)
-        if impl == "winograd":
-            y = conv3x3_winograd(x, kernel)
-        elif impl == "patches":
-            y = conv_patches(x, kernel, self.stride, pad)
-        else:
-            y = jax.lax.conv_general_dilated(x, kernel, (self.stride,) * 2, [(pad, pad)] * 2,
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y + bias.astype(self.dtype)
+        return convolve(impl, x, kernel, self.stride) + bias.astype(self.dtype)

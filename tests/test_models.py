@@ -137,9 +137,9 @@ def test_max_pool_matches_reduce_window_on_odd_and_tiny_inputs():
         np.testing.assert_array_equal(max_pool_3x3_s2(x), flax.linen.max_pool(x, (3, 3), (2, 2), "SAME"))
 
 
-def _lowered_ops(conv, x) -> str:
-    variables = conv.init(jax.random.key(0), x)
-    return str(jax.make_jaxpr(conv.apply)(variables, x))
+def _lowered_ops(module, x) -> str:
+    variables = jax.eval_shape(module.init, jax.random.key(0), x)
+    return str(jax.make_jaxpr(module.apply)(variables, x))
 
 
 @pytest.mark.parametrize("patch_max_size, lowered_by_xla", [(16, False), (8, True), (4, True)])
@@ -187,9 +187,7 @@ def test_the_plateau_preset_builds_the_network_its_study_ran_with():
     stats = (np.zeros(3, np.float32), np.ones(3, np.float32))
     for settings, has_xla in [({}, False), ({"xla_max_channels": 16}, True)]:
         module = build_model(Arch(1, 2), 10, from_preset("cifar_plateau", "cifar10", **settings).model, stats).module
-        x = jnp.zeros((2, 32, 32, 3))
-        variables = jax.eval_shape(lambda: module.init(jax.random.key(0), x))
-        jaxpr = str(jax.make_jaxpr(lambda v: module.apply(v, x))(variables))
+        jaxpr = _lowered_ops(module, jnp.zeros((2, 32, 32, 3)))
         assert ("conv_general_dilated" in jaxpr) == has_xla
         assert "custom_vjp" in jaxpr  # Winograd for the second stack's 32-channel convs either way
 
