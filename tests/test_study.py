@@ -51,7 +51,8 @@ def test_run_then_verify_reproduces_and_catches_a_changed_result(tiny_study, cap
     assert study.comparable(rerun) == study.comparable(json.loads(committed.read_text()))
     if len(allowed) > 1:
         assert _verify("digits_fixed1x1_sr_seed3", cpus=2) == 1
-        assert f"round 1 environment: committed {rounds[0]['environment']!r}" in capsys.readouterr().out
+        assert f"round 1 environment: committed {study.comparable({'rounds': rounds})[0]['environment']!r}" in (
+            capsys.readouterr().out)
     assert _verify("digits_fixed1x1_sr_seed3", cpus=len(allowed) + 1) == 2
     assert "verify it where that many CPUs are free" in capsys.readouterr().err
 
@@ -192,3 +193,24 @@ def test_status_leaves_round_1_out_of_the_estimate_for_runs_that_will_share_it(t
     # new_s1_sr 2.0, new_s1_random 1.5 (shares new_s1_sr's), new_s2_sr 2.0, kept_s3 2.0 - 0.5 spent,
     # new_s3_random 1.5 (shares kept_s3's)
     assert out[-1].startswith("5 runs unfinished: about 8.5 CPU hours left")
+
+
+def test_verify_on_another_cpu_model_is_a_statistical_check(tiny_study, capsys, monkeypatch):
+    """A run recorded on another CPU model is compared by its accuracies within binomial noise, and the
+    output says it is not bit for bit; on the same model any difference is reported as before."""
+    assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[4], jobs=1)) == 0
+    committed = tiny_study / "results" / "tiny" / "runs" / "digits_fixed1x1_sr_seed4.json"
+    results = json.loads(committed.read_text())
+    assert results["rounds"][0]["environment"]["cpu_model"] == study.environment.cpu_model()[0]
+    for r in results["rounds"]:
+        r["environment"]["cpu_model"] = "Another CPU"
+        r["labelled_sha1"] = "0" * 40  # bit-for-bit would fail; the statistical check reads accuracies only
+    committed.write_text(json.dumps(results))
+    assert _verify("digits_fixed1x1_sr_seed4") == 0
+    out = capsys.readouterr().out
+    assert "made on Another CPU" in out and "statistical check, not bit for bit" in out
+    for r in results["rounds"]:
+        r["test_accuracy"] = 0.0 if r["test_accuracy"] > 0.5 else 1.0
+    committed.write_text(json.dumps(results))
+    assert _verify("digits_fixed1x1_sr_seed4") == 1
+    assert "NOT every round" in capsys.readouterr().out
