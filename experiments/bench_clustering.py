@@ -12,13 +12,13 @@ scikit-learn rows run with OMP/OpenBLAS threads = "thr" (each of --baseline_thre
 2-core machine their thread pools can be 10x slower with 2 threads than with 1. inas_jax rows
 use XLA's default thread pool ("-").
 Variants:
-  badge              inas_jax.clustering.badge. "compile" = first call - best warm call.
+  badge              inas_jax.queries.clustering.badge. "compile" = first call - best warm call.
   badge-np-explicit  numpy k-means++ over the explicit (N_u, C*D) float32 gradient embeddings (one
                      gemv per pick, rng.choice D^2 sampling); run once to max(--picks), the time
                      at each b read on the way (its first b picks are the b-pick query).
   badge-np-factor    the same with the factorised distance of the BADGE reference code
                      (|a|^2|h|^2 terms and (A a_c) * (H h_c) per pick), no (N, C*D) matrix.
-  typiclust          inas_jax.clustering.typiclust (k = |labelled| + b clusters; k-means++, then
+  typiclust          inas_jax.queries.clustering.typiclust (k = |labelled| + b clusters; k-means++, then
                      Lloyd iterations until one gains < 0.1%, at most 10: its defaults).
   typiclust-sklearn  the reference's algorithm: scikit-learn MiniBatchKMeans(k, batch_size=5000)
                      (what it runs for k > 50), its cluster order and, per pick, NearestNeighbors
@@ -30,7 +30,7 @@ inas_jax, `kmeans` is rerun after the timing with typiclust's settings (the same
 from __future__ import annotations
 
 if __name__ == "__main__":  # first: glibc reads its tunables only at process start (inas_jax.allocator)
-    from inas_jax.allocator import reexec_with_huge_pages
+    from inas_jax.runtime.allocator import reexec_with_huge_pages
     reexec_with_huge_pages()
 
 import argparse
@@ -155,7 +155,7 @@ def child(spec: dict) -> dict:
     variant, bs, repeats = spec["variant"], spec["picks"], spec["repeats"]
     out = {"load_before": os.getloadavg()[0]}
     import jax
-    from inas_jax import clustering
+    from inas_jax.queries import clustering
     key = jax.random.key(0)
     base, _ = resident_mb()
     reset_peak()

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inas_jax.allocator import reexec_with_huge_pages
-from inas_jax.conv import ConvLowering, convolve
+from inas_jax.runtime.allocator import reexec_with_huge_pages
+from inas_jax.model.conv import ConvLowering, convolve
 
 # (input size, input channels, output channels, stride): the stems, first stacks and stage changes of
 # the width-16 CIFAR network, the width-8 digits network and wider or smaller maps for contrast.

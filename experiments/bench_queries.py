@@ -29,12 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from inas_jax import queries
-from inas_jax.allocator import reexec_with_huge_pages
+from inas_jax.queries import registry as queries
+from inas_jax.runtime.allocator import reexec_with_huge_pages
 from inas_jax.config import ModelConfig, TrainConfig
-from inas_jax.models import build_model
-from inas_jax.search_space import Arch
-from inas_jax.train import init_state, predict, train_epoch
+from inas_jax.model.network import build_model
+from inas_jax.model.search_space import Arch
+from inas_jax.loop.train import init_state, predict, train_epoch
 
 PEER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "peer_kcenter_numpy.py"
 POOL = flags.DEFINE_integer("pool", 50_000, "Coreset pool size N.")

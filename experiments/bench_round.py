@@ -30,9 +30,9 @@ CHILD = flags.DEFINE_integer("child", 0, "Internal: run one round with this pool
 def one_round(n: int) -> dict:
     import numpy as np
 
-    from inas_jax import active
+    from inas_jax.loop import round as active
     from inas_jax.config import from_preset
-    from inas_jax.data import Dataset, load_npz
+    from inas_jax.data.dataset import Dataset, load_npz
 
     full = load_npz(NPZ.value)
     ds = Dataset(full.name, full.x_train[:n], full.y_train[:n], full.x_test, full.y_test, full.num_classes)
@@ -70,6 +70,6 @@ def main(_):
 
 
 if __name__ == "__main__":
-    from inas_jax.allocator import reexec_with_huge_pages
+    from inas_jax.runtime.allocator import reexec_with_huge_pages
     reexec_with_huge_pages()
     app.run(main)

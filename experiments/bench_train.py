@@ -4,7 +4,7 @@
   python experiments/bench_train.py --archs=1,1 --steps=5 --peer_python=/path/to/torch-venv/bin/python
   python experiments/bench_train.py --archs=1,1 --profile_top=15   # where a step's time goes, per XLA op
 
-Each row times `--repeats` epochs of `--steps` SGD steps of inas_jax.train.train_epoch (after a
+Each row times `--repeats` epochs of `--steps` SGD steps of inas_jax.loop.train.train_epoch (after a
 compile/warm-up epoch; the best counts) on random 32x32x3 uint8 images, with augmentation off (the
 peer's setting) and on, alternating epoch by epoch, and counts the minor page faults per step. It then runs
 ../shared/tools/peer_resnet_torch.py (its best of `--repeats` timed runs) with the same architecture in
@@ -37,13 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from inas_jax.allocator import TUNABLE, huge_pages_active, with_huge_pages
-from inas_jax.allocator import reexec_with_huge_pages
+from inas_jax.runtime.allocator import TUNABLE, huge_pages_active, with_huge_pages
+from inas_jax.runtime.allocator import reexec_with_huge_pages
 from inas_jax.config import ModelConfig, TrainConfig
-from inas_jax.conv import PATCH_MAX_SIZE, XLA_MAX_CHANNELS
-from inas_jax.models import build_model, forward_flops
-from inas_jax.search_space import Arch, num_params
-from inas_jax.train import init_state, sgd_step, train_epoch
+from inas_jax.model.conv import PATCH_MAX_SIZE, XLA_MAX_CHANNELS
+from inas_jax.model.network import build_model, forward_flops
+from inas_jax.model.search_space import Arch, num_params
+from inas_jax.loop.train import init_state, sgd_step, train_epoch
 
 PEER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "peer_resnet_torch.py"
 

@@ -19,8 +19,8 @@ import pathlib
 from absl import app, flags
 
 from inas_jax.config import from_preset
-from inas_jax.models import forward_flops
-from inas_jax.search_space import Arch, neighbours
+from inas_jax.model.network import forward_flops
+from inas_jax.model.search_space import Arch, neighbours
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 UTILISATION = flags.DEFINE_float("utilisation", 0.05, "Fraction of the peak rate a training step reaches (small "

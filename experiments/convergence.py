@@ -24,16 +24,16 @@ import time
 import jax
 from absl import app, flags
 
-from inas_jax import active
-from inas_jax.allocator import reexec_with_huge_pages
-from inas_jax.checkpoint import RunStore
-from inas_jax.compilation import enable_persistent_cache
+from inas_jax.loop import round as active
+from inas_jax.runtime.allocator import reexec_with_huge_pages
+from inas_jax.store.store import RunStore
+from inas_jax.runtime.compilation import enable_persistent_cache
 from inas_jax.config import from_preset
-from inas_jax.data import load_npz
-from inas_jax.environment import environment
-from inas_jax.models import build_model
-from inas_jax.search_space import Arch
-from inas_jax.train import evaluate, init_state, train
+from inas_jax.data.dataset import load_npz
+from inas_jax.runtime.environment import environment
+from inas_jax.model.network import build_model
+from inas_jax.model.search_space import Arch
+from inas_jax.loop.train import evaluate, init_state, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLAGS = flags.FLAGS

@@ -32,9 +32,9 @@ import tempfile
 import time
 
 import paper
-from inas_jax import environment
-from inas_jax.checkpoint import FIRST_ROUND
-from inas_jax.report import round_cpu_hours
+from inas_jax.runtime import environment
+from inas_jax.store.store import FIRST_ROUND
+from inas_jax.report.report import round_cpu_hours
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"

@@ -15,9 +15,9 @@ import re
 import typing
 from typing import Any
 
-from inas_jax.conv import CONV_IMPLS, PATCH_MAX_SIZE, XLA_MAX_CHANNELS
-from inas_jax.queries import QUERIES
-from inas_jax.search_space import Arch
+from inas_jax.model.conv import CONV_IMPLS, PATCH_MAX_SIZE, XLA_MAX_CHANNELS
+from inas_jax.queries.registry import QUERIES
+from inas_jax.model.search_space import Arch
 
 STRATEGIES = ("inas", "fixed", "longtail")
 COMPUTE_DTYPES = ("float32", "bfloat16")

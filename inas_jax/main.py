@@ -22,7 +22,7 @@ from absl import app, flags
 
 from inas_jax import config
 from inas_jax.config import ConfigError, RunConfig, from_preset, run_name, validate
-from inas_jax.search_space import Arch
+from inas_jax.model.search_space import Arch
 
 _DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_boolean,
            str: flags.DEFINE_string, Arch: flags.DEFINE_string, tuple[int, ...]: flags.DEFINE_list}
@@ -106,10 +106,11 @@ def main(argv) -> int:
         print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
         return 2
     _setup_logging()
-    from inas_jax import active, compilation
-    from inas_jax.checkpoint import RunStore, WorkdirError
-    from inas_jax.data import DataError, load_dataset
-    from inas_jax.train import TrainingDiverged, check_batch_divisible
+    from inas_jax.loop import round as active
+    from inas_jax.runtime import compilation
+    from inas_jax.store.store import RunStore, WorkdirError
+    from inas_jax.data.dataset import DataError, load_dataset
+    from inas_jax.loop.train import TrainingDiverged, check_batch_divisible
 
     try:
         cache = compilation.enable_persistent_cache(_CACHE.value)
@@ -181,7 +182,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def run() -> None:
     """The console entry point: restarts once with huge pages for glibc (inas_jax.allocator), then runs."""
-    from inas_jax.allocator import reexec_with_huge_pages
+    from inas_jax.runtime.allocator import reexec_with_huge_pages
     reexec_with_huge_pages()
     for flag in flags.FLAGS.get_key_flags_for_module(__name__):  # --helpshort from the console script too
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)

@@ -14,8 +14,8 @@ import pathlib
 import pytest
 from absl import flags
 
-from inas_jax.compilation import enable_persistent_cache
-from inas_jax.data import load_digits
+from inas_jax.runtime.compilation import enable_persistent_cache
+from inas_jax.data.dataset import load_digits
 
 enable_persistent_cache()
 
@@ -48,7 +48,7 @@ def without_timings(results):
 def crash_at_epoch_call(monkeypatch, n):
     """Makes the n-th call of train.train_epoch raise KeyboardInterrupt (a crash inside a training);
     returns the real train_epoch."""
-    from inas_jax import train as train_mod
+    from inas_jax.loop import train as train_mod
     real, calls = train_mod.train_epoch, []
 
     def crashing(*args, **kwargs):

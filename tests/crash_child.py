@@ -23,7 +23,8 @@ def main():
     from absl import app
 
     from inas_jax import main as cli
-    from inas_jax import queries, train
+    from inas_jax.queries import registry as queries
+    from inas_jax.loop import train
 
     calls = [0]
 

@@ -5,11 +5,11 @@ import jax
 import numpy as np
 import pytest
 
-from inas_jax import active
+from inas_jax.loop import round as active
 from inas_jax.config import ConfigError, RunConfig, differences, from_preset, validate
-from inas_jax.data import Dataset
-from inas_jax.queries import QUERIES
-from inas_jax.search_space import Arch
+from inas_jax.data.dataset import Dataset
+from inas_jax.queries.registry import QUERIES
+from inas_jax.model.search_space import Arch
 
 TINY = dict(epochs=1, epoch_size=64, batch_size=32, width=4, flip=False, max_shift=0, max_rotation=0.0)
 
@@ -179,7 +179,7 @@ def test_training_grows_with_the_labelled_set_under_train_passes():
 def test_rounds_record_their_environment_and_a_resume_elsewhere_warns(monkeypatch, caplog):
     """Each record holds environment() (XLA:CPU's floats depend on its thread count); resuming a run
     whose last round recorded another environment logs a warning naming what changed."""
-    from inas_jax import environment
+    from inas_jax.runtime import environment
     current = environment.environment()
     assert current["cpu_threads"] == len(os.sched_getaffinity(0)) and current["backend"] == "cpu"
     cfg = RunConfig(initial_size=40, query_sizes=(), budget=40)

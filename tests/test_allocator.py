@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from inas_jax import allocator
+from inas_jax.runtime import allocator
 
 # A jitted function with an 80 MB temporary (the (20000, 1000) product between two matmuls), as a
 # training step has; prints the minor page faults per call over calls 3-8.
@@ -48,7 +48,7 @@ def test_huge_pages_cut_the_page_faults_of_every_call():
     assert huge < TEMP_PAGES // 10, huge
 
 
-REEXEC = ("import os; from inas_jax.allocator import reexec_with_huge_pages; reexec_with_huge_pages(); "
+REEXEC = ("import os; from inas_jax.runtime.allocator import reexec_with_huge_pages; reexec_with_huge_pages(); "
           "print(os.getpid(), os.environ.get('GLIBC_TUNABLES'))")
 
 

@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inas_jax.augment import augment
+from inas_jax.loop.augment import augment
 
 
 def _images(shape=(16, 12, 12, 3)):

@@ -12,7 +12,7 @@ from absl import flags
 
 from conftest import TINY, crash_at_epoch_call, results_of, run_cli, without_timings
 from inas_jax import main as cli
-from inas_jax.queries import QUERIES
+from inas_jax.queries.registry import QUERIES
 
 def _check_two_rounds(results, capsys):
     assert results["finished"] and [r["num_labelled"] for r in results["rounds"]] == [40, 60]
@@ -42,7 +42,7 @@ def test_two_rounds_of_inas(tmp_path, capsys):
 def test_longtail_searches_until_the_current_arch_wins_once_then_keeps_it(tmp_path, capsys, monkeypatch):
     """--strategy=longtail: iNAS steps in round 1 until the current architecture wins (here forced: the
     deepest candidate always scores best for 2 steps), no search afterwards."""
-    from inas_jax import inas
+    from inas_jax.loop import inas
     real_search = inas.search
     steps_seen = []
 
@@ -51,7 +51,7 @@ def test_longtail_searches_until_the_current_arch_wins_once_then_keeps_it(tmp_pa
         return real_search(start, n, lambda a, *rest: float(min(a.blocks, 3) + 0.1 * (a.stacks == 1)), key,
                            t_inas, known)
 
-    monkeypatch.setattr("inas_jax.active.search", search)
+    monkeypatch.setattr("inas_jax.loop.round.search", search)
     assert run_cli(TINY + ["--query=coreset", "--strategy=longtail", f"--workdir={tmp_path}"]) == 0
     results = results_of(tmp_path)
     _check_two_rounds(results, capsys)
@@ -90,14 +90,14 @@ def test_resume_mid_training_equals_uninterrupted(tmp_path, monkeypatch):
     """A crash inside round 2's training resumes from its epoch checkpoint to the same results. The
     restore target (a traced TrainState template) is built only for that restore, never for a
     training that starts fresh."""
-    from inas_jax import active
+    from inas_jax.loop import round as active
     built = []
     real_template = active._template
     monkeypatch.setattr(active, "_template", lambda *a: lambda: (built.append(1), real_template(*a)())[1])
     args = TINY + ["--strategy=fixed", "--arch=1,1", "--epochs=4", "--checkpoint_seconds=0"]
     assert run_cli(args + [f"--workdir={tmp_path / 'whole'}"]) == 0
     assert not built
-    from inas_jax import train as train_mod
+    from inas_jax.loop import train as train_mod
     real_epoch = crash_at_epoch_call(monkeypatch, 6)  # round 2, epoch 2 (round 1 used 4 epochs)
     assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 130  # interrupted
     assert os.listdir(tmp_path / "cut" / "training") == ["1"]
@@ -144,7 +144,7 @@ def test_resume_inside_inas_search_reuses_finished_candidates(tmp_path, monkeypa
     """A crash while training the 2nd iNAS candidate: the 1st is not retrained, results are unchanged."""
     args = TINY + ["--budget=40", "--epochs=2", "--inas_epochs=2", "--checkpoint_seconds=0"]
     assert run_cli(args + [f"--workdir={tmp_path / 'whole'}"]) == 0
-    from inas_jax import train as train_mod
+    from inas_jax.loop import train as train_mod
     real_epoch = crash_at_epoch_call(monkeypatch, 3)  # candidate 1 used epochs 1-2; crash in candidate 2's first
     assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 130  # interrupted
     assert json.loads((tmp_path / "cut" / "round_progress.json").read_text())["scores"][0][0] == [1, 1]

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inas_jax import clustering
+from inas_jax.queries import clustering
 
 
 def _mask(n, labelled):

@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from inas_jax.compilation import CompileAhead
+from inas_jax.runtime.compilation import CompileAhead
 
 
 def _blocking(ran):

@@ -7,7 +7,7 @@ sys.path.insert(0, "experiments")
 import convergence  # noqa: E402
 
 from conftest import crash_at_epoch_call  # noqa: E402
-from inas_jax.search_space import Arch  # noqa: E402
+from inas_jax.model.search_space import Arch  # noqa: E402
 
 SETTINGS = {"width": 4, "batch_size": 32, "epoch_size": 128}
 
@@ -19,7 +19,7 @@ def test_interrupted_cell_resumes_to_the_uninterrupted_result(digits, tmp_path, 
     assert whole["resumed_at_epoch"] == 0 and whole["environment"]["cpu_threads"] >= 1
     assert list((tmp_path / "whole").iterdir()) == []  # the finished cell's checkpoints are removed
 
-    from inas_jax import train as train_mod
+    from inas_jax.loop import train as train_mod
     real_epoch = crash_at_epoch_call(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         convergence.cell(*args, tmp_path / "cut")

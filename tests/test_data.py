@@ -7,8 +7,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import CIFAR10_NPZ
-from inas_jax import data
-from inas_jax.data import DataError, load_dataset, load_npz
+from inas_jax.data import dataset as data
+from inas_jax.data.dataset import DataError, load_dataset, load_npz
 
 
 def test_digits_is_deterministic_offline_and_one_channel(digits):

@@ -6,11 +6,11 @@ import sys
 
 SCRIPT = """
 import json, jax
-from inas_jax.data import load_digits
+from inas_jax.data.dataset import load_digits
 from inas_jax.config import ModelConfig, TrainConfig
-from inas_jax.models import build_model
-from inas_jax.search_space import Arch
-from inas_jax.train import check_batch_divisible, evaluate, train
+from inas_jax.model.network import build_model
+from inas_jax.model.search_space import Arch
+from inas_jax.loop.train import check_batch_divisible, evaluate, train
 d = load_digits()
 cfg = TrainConfig(epochs=6, epoch_size=1024, batch_size=64, flip=False, max_shift=1, max_rotation=10.0)
 model = build_model(Arch(1, 2), 10, ModelConfig(width=8), d.channel_stats)

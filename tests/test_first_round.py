@@ -27,7 +27,7 @@ def alone(tmp_path_factory):
 
 def _trainings(monkeypatch):
     """Records (label, epoch resumed from) of every training active.run starts."""
-    from inas_jax import active
+    from inas_jax.loop import round as active
     real, calls = active.train, []
 
     def spy(*args, **kwargs):

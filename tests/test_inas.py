@@ -2,8 +2,8 @@ import jax
 import numpy as np
 import pytest
 
-from inas_jax.inas import search, split_train_val
-from inas_jax.models import Arch
+from inas_jax.loop.inas import search, split_train_val
+from inas_jax.model.network import Arch
 
 
 def _table_score(table, calls):

@@ -5,9 +5,9 @@ import numpy as np
 import optax
 import pytest
 
-from inas_jax.conv import XLA_MAX_CHANNELS, Conv, ConvLowering
-from inas_jax.models import GridResNet, dropout, head_logits
-from inas_jax.search_space import Arch, neighbours, num_params
+from inas_jax.model.conv import XLA_MAX_CHANNELS, Conv, ConvLowering
+from inas_jax.model.network import GridResNet, dropout, head_logits
+from inas_jax.model.search_space import Arch, neighbours, num_params
 
 # Trainable parameters at width 64 (the paper's counts).
 PAPER_COUNTS = [((1, 1), 10, 76_682), ((1, 2), 10, 307_850), ((2, 2), 10, 677_642), ((2, 3), 10, 2_779_914),
@@ -111,7 +111,7 @@ def _loss_and_grads(model, variables, x, y):
 def test_fast_paths_equal_plain_flax_conv_and_pool(monkeypatch, impl, grid):
     """Patch-GEMM and Winograd convs and the separable max-pool give plain flax's loss, gradients and
     BN stats (spatial sizes 8, 4, 2 and 1 (odd) with a 16x16 input)."""
-    from inas_jax import models
+    from inas_jax.model import network as models
     x = jax.random.normal(jax.random.key(1), (32, 16, 16, 3))  # enough samples for well-conditioned BN at 1x1
     y = jnp.arange(32) % 10
     fast = GridResNet(Arch(*grid), 10, width=8, conv=ConvLowering(impl))
@@ -131,7 +131,7 @@ def test_fast_paths_equal_plain_flax_conv_and_pool(monkeypatch, impl, grid):
 
 
 def test_max_pool_matches_reduce_window_on_odd_and_tiny_inputs():
-    from inas_jax.models import max_pool_3x3_s2
+    from inas_jax.model.network import max_pool_3x3_s2
     for shape in [(2, 32, 32, 3), (2, 7, 9, 1), (1, 1, 1, 4), (3, 2, 2, 5)]:
         x = jax.random.normal(jax.random.key(0), shape)
         np.testing.assert_array_equal(max_pool_3x3_s2(x), flax.linen.max_pool(x, (3, 3), (2, 2), "SAME"))
@@ -183,7 +183,7 @@ def test_the_plateau_preset_builds_the_network_its_study_ran_with():
     """cifar_plateau's xla_max_channels=0 reaches the model: its width-16 CIFAR network has no XLA
     convolution (stem as a patch GEMM, first stack by Winograd); the default's has."""
     from inas_jax.config import from_preset
-    from inas_jax.models import build_model
+    from inas_jax.model.network import build_model
     stats = (np.zeros(3, np.float32), np.ones(3, np.float32))
     for settings, has_xla in [({}, False), ({"xla_max_channels": 16}, True)]:
         module = build_model(Arch(1, 2), 10, from_preset("cifar_plateau", "cifar10", **settings).model, stats).module
@@ -201,7 +201,7 @@ def test_unknown_conv_impl_is_refused():
 def test_keep_mask_is_bernoulli_p_and_independent(p):
     """One-bit masks (p = 0.5) and uniform-draw masks alike: the right rate, uncorrelated neighbours
     (bit k and bit k+1 of a word, and across words), different per key, any shape."""
-    from inas_jax.models import keep_mask
+    from inas_jax.model.network import keep_mask
     mask = np.asarray(keep_mask(jax.random.key(0), p, (4000, 50)))
     assert mask.shape == (4000, 50) and mask.dtype == bool
     assert abs(mask.mean() - p) < 0.01
@@ -216,7 +216,7 @@ def test_init_compiled_at_a_lower_optimisation_level_gives_the_same_variables():
     """Model.init compiles with INIT_COMPILER_OPTIONS (faster) and must equal the plain jitted init. (Its
     traced path, under eval_shape, builds every driver run's checkpoint template.)"""
     from inas_jax.config import ModelConfig
-    from inas_jax.models import build_model
+    from inas_jax.model.network import build_model
     stats = (np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32))
     model = build_model(Arch(1, 2), 10, ModelConfig(width=4), stats)
     fast = model.init(jax.random.key(3), (8, 8, 3))

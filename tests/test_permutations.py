@@ -3,8 +3,8 @@ import jax
 import numpy as np
 import pytest
 
-from inas_jax.compilation import snapshot
-from inas_jax.permutations import permutation, permutations
+from inas_jax.runtime.compilation import snapshot
+from inas_jax.loop.permutations import permutation, permutations
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 101, 256, 257, 1625, 1626, 4000, 50_000])

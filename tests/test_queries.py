@@ -3,9 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inas_jax import queries
-from inas_jax.models import GridResNet
-from inas_jax.search_space import Arch
+from inas_jax.queries import registry as queries
+from inas_jax.model.network import GridResNet
+from inas_jax.model.search_space import Arch
 
 
 def _mask(n, labelled):

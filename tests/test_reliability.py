@@ -75,7 +75,7 @@ def test_corrupted_latest_round_falls_back_with_warning(tmp_path, uninterrupted,
 
 
 def test_corrupted_training_checkpoint_restarts_that_training(tmp_path, uninterrupted, monkeypatch, capsys):
-    from inas_jax import train as train_mod
+    from inas_jax.loop import train as train_mod
     real = crash_at_epoch_call(monkeypatch, 18)  # round 2, final training epoch 2 (3 candidates x 2 + 4 per round)
     assert run_cli(RUN + [f"--workdir={tmp_path}"]) == 130  # interrupted
     monkeypatch.setattr(train_mod, "train_epoch", real)
@@ -204,6 +204,6 @@ def test_real_command_reports_bad_flag_in_one_line():
     proc = subprocess.run([sys.executable, "-m", "inas_jax.main", "--query=uncertainty"], capture_output=True, text=True,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert proc.returncode == 2
-    from inas_jax.queries import QUERIES
+    from inas_jax.queries.registry import QUERIES
     assert proc.stderr.strip().splitlines() == ["error: --query='uncertainty' is unknown: choose one of "
                                                 + ", ".join(QUERIES)]

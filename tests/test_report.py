@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from inas_jax import report
+from inas_jax.report import report
 
 
 def _results(strategy, query, seed, accs, arch=(1, 1), cpu=None, **settings):

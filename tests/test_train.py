@@ -5,10 +5,10 @@ import pytest
 
 from conftest import CIFAR10_NPZ
 from inas_jax.config import ModelConfig, TrainConfig
-from inas_jax.data import load_npz
-from inas_jax.models import build_model
-from inas_jax.search_space import Arch
-from inas_jax.train import TrainingDiverged, epoch_batches, evaluate, train
+from inas_jax.data.dataset import load_npz
+from inas_jax.model.network import build_model
+from inas_jax.model.search_space import Arch
+from inas_jax.loop.train import TrainingDiverged, epoch_batches, evaluate, train
 
 TINY = TrainConfig(epochs=2, epoch_size=256, batch_size=32, flip=False, max_shift=1, max_rotation=10.0)
 
@@ -74,7 +74,7 @@ def test_epoch_batches_oversample_evenly():
 def test_epoch_batches_are_the_op_by_op_permutations_in_one_compiled_call(n):
     """The jitted permutations equal jax.random.permutation of each split key run op by op (runs keep
     their batches), and a second epoch of the same size compiles nothing."""
-    from inas_jax.compilation import snapshot
+    from inas_jax.runtime.compilation import snapshot
     cfg = TrainConfig(epoch_size=1280, batch_size=128)
     key = jax.random.key(n)
     keys = jax.random.split(key, -(-1280 // n))
@@ -88,8 +88,8 @@ def test_epoch_batches_are_the_op_by_op_permutations_in_one_compiled_call(n):
 def test_a_warm_up_leaves_nothing_for_the_training_to_compile(digits):
     """warm_up compiles a network's init, step and inference for train's shapes (width 5: shapes no
     other test compiles); the training then compiles nothing."""
-    from inas_jax.compilation import snapshot
-    from inas_jax.train import warm_up
+    from inas_jax.runtime.compilation import snapshot
+    from inas_jax.loop.train import warm_up
     x, y, val = digits.x_train[:100], digits.y_train[:100], (digits.x_test[:20], digits.y_test[:20])
     train(_model(Arch(1, 1), digits, width=5), x, y, TINY, jax.random.key(0), val=val, capacity=120)  # shared parts
     before = snapshot()
@@ -101,7 +101,7 @@ def test_a_warm_up_leaves_nothing_for_the_training_to_compile(digits):
 
 
 def test_lr_schedule_decays_at_half_and_three_quarters():
-    from inas_jax.train import make_optimizer
+    from inas_jax.loop.train import make_optimizer
     cfg = TrainConfig(epochs=4, epoch_size=40, batch_size=10, weight_decay=0.0, momentum=0.0, nesterov=False)
     tx = make_optimizer(cfg)
     params = {"w": jnp.ones(())}
@@ -114,7 +114,7 @@ def test_lr_schedule_decays_at_half_and_three_quarters():
 
 
 def test_weight_decay_only_on_conv_kernels():
-    from inas_jax.train import _conv_kernel_mask, init_state
+    from inas_jax.loop.train import _conv_kernel_mask, init_state
     model = build_model(Arch(1, 2), 10, ModelConfig(width=4), (np.zeros(1), np.ones(1)))
     state = init_state(model, TINY, jax.random.key(0), (8, 8, 1))
     mask = _conv_kernel_mask(state.params)
@@ -127,8 +127,8 @@ def test_weight_decay_only_on_conv_kernels():
 def test_initial_optimizer_state_is_optaxs_built_on_the_host(cfg):
     """init_state's optimizer state equals optax's own init (structure, dtypes, values) and compiles
     nothing (optax's eager zeros compiled one executable per parameter shape)."""
-    from inas_jax.compilation import snapshot
-    from inas_jax.train import initial_opt_state, make_optimizer
+    from inas_jax.runtime.compilation import snapshot
+    from inas_jax.loop.train import initial_opt_state, make_optimizer
     model = build_model(Arch(1, 2), 10, ModelConfig(width=4), (np.zeros(1), np.ones(1)))
     params = model.init(jax.random.key(0), (8, 8, 1))["params"]
     tx = make_optimizer(cfg)

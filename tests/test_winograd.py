@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inas_jax import winograd
+from inas_jax.model import winograd
 
 
 def _conv(x, kernel):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, results_of, run_cli, without_timings
-from inas_jax.checkpoint import RunStore
+from inas_jax.store.store import RunStore
 from inas_jax.config import from_preset
 
 FIXED = TINY + ["--strategy=fixed", "--arch=1,1"]
@@ -44,7 +44,7 @@ def test_a_second_run_on_a_locked_workdir_is_refused_naming_the_holder(tmp_path,
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    code = ("import sys, os; from inas_jax.checkpoint import RunStore; from inas_jax.config import from_preset; "
+    code = ("import sys, os; from inas_jax.store.store import RunStore; from inas_jax.config import from_preset; "
             f"s = RunStore({str(tmp_path)!r}, from_preset()); s.open(); os.kill(os.getpid(), 9)")
     proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert proc.returncode == -9
@@ -165,7 +165,7 @@ def test_ctrl_c_is_one_line_and_exit_130_then_resumes(tmp_path, capsys, monkeypa
 
 
 def test_a_failed_write_is_one_error_line_and_the_workdir_stays_resumable(tmp_path, capsys, monkeypatch, finished):
-    from inas_jax import checkpoint
+    from inas_jax.store import store as checkpoint
     _, _, want = finished
     real = checkpoint.write_json
 
@@ -184,7 +184,7 @@ def test_a_failed_write_is_one_error_line_and_the_workdir_stays_resumable(tmp_pa
 
 
 def test_a_non_finite_test_loss_is_an_error_and_never_a_result(tmp_path, capsys, monkeypatch):
-    from inas_jax import active
+    from inas_jax.loop import round as active
     monkeypatch.setattr(active, "evaluate", lambda *a, **k: {"accuracy": 0.1, "loss": float("nan")})
     assert run_cli(FIXED + [f"--workdir={tmp_path}"]) == 1
     assert "test loss is nan" in _one_error_line(capsys)

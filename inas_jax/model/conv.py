@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inas_jax.winograd import conv3x3_winograd
+from inas_jax.model.winograd import conv3x3_winograd
 
 CONV_IMPLS = ("auto", "xla", "patches", "winograd")
 PATCH_MAX_SIZE = 16  # conv_impl="auto" on the CPU: patch GEMMs for outputs up to 16x16

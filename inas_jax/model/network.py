@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inas_jax.conv import ConvLowering
-from inas_jax.search_space import Arch
+from inas_jax.model.conv import ConvLowering
+from inas_jax.model.search_space import Arch
 
 
 def dropout(embedding: jax.Array, key: jax.Array | None, rate: float) -> jax.Array:

@@ -20,10 +20,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from inas_jax.augment import augment
+from inas_jax.loop.augment import augment
 from inas_jax.config import TrainConfig
-from inas_jax.models import Model
-from inas_jax.permutations import permutations
+from inas_jax.model.network import Model
+from inas_jax.loop.permutations import permutations
 
 log = logging.getLogger(__name__)
 

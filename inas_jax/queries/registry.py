@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inas_jax.clustering import badge, check_query_size as _check, typiclust
-from inas_jax.models import dropout, head_logits
+from inas_jax.queries.clustering import badge, check_query_size as _check, typiclust
+from inas_jax.model.network import dropout, head_logits
 
 # TypiClust's clusters: |labelled| + b, at most this many (a k-means step costs N * k * D; the
 # authors' code caps k at 500).

@@ -17,16 +17,16 @@ import flax.struct
 import jax
 import numpy as np
 
-from inas_jax import queries
-from inas_jax.compilation import CompileAhead
+from inas_jax.queries import registry as queries
+from inas_jax.runtime.compilation import CompileAhead
 from inas_jax.config import RunConfig, differences
-from inas_jax.data import Dataset
-from inas_jax.environment import cpu_threads, environment
-from inas_jax.inas import search
-from inas_jax.models import Model, build_model
-from inas_jax.permutations import permutation
-from inas_jax.search_space import MAX_BLOCKS, MAX_STACKS, Arch, neighbours, num_params
-from inas_jax.train import TrainConfig, TrainingDiverged, TrainState, evaluate, init_state, predict, train, warm_up
+from inas_jax.data.dataset import Dataset
+from inas_jax.runtime.environment import cpu_threads, environment
+from inas_jax.loop.inas import search
+from inas_jax.model.network import Model, build_model
+from inas_jax.loop.permutations import permutation
+from inas_jax.model.search_space import MAX_BLOCKS, MAX_STACKS, Arch, neighbours, num_params
+from inas_jax.loop.train import TrainConfig, TrainingDiverged, TrainState, evaluate, init_state, predict, train, warm_up
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ import sys
 
 import numpy as np
 
-from inas_jax.active import PHASES
+from inas_jax.loop.round import PHASES
 from inas_jax.config import STRATEGIES, dataset_label, with_legacy_settings
-from inas_jax.search_space import Arch
+from inas_jax.model.search_space import Arch
 
 
 class ReportError(ValueError):
@@ -527,7 +527,3 @@ def main(argv: list[str]) -> int:
 def run() -> None:
     """The console entry point `inas-jax-report`."""
     sys.exit(main(sys.argv[1:]))
-
-
-if __name__ == "__main__":
-    run()

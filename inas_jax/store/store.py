@@ -33,9 +33,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from inas_jax.active import PoolState
+from inas_jax.loop.round import PoolState
 from inas_jax.config import QUERY_SETTINGS, ConfigError, RunConfig, differences, with_legacy_settings
-from inas_jax.search_space import Arch
+from inas_jax.model.search_space import Arch
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Callable
 import jax
 import numpy as np
 
-from inas_jax.permutations import permutation
-from inas_jax.search_space import Arch, neighbours
+from inas_jax.loop.permutations import permutation
+from inas_jax.model.search_space import Arch, neighbours
 
 log = logging.getLogger(__name__)
 
