@@ -15,13 +15,31 @@ import re
 import typing
 from typing import Any
 
-from inas_jax.model.conv import CONV_IMPLS, PATCH_MAX_SIZE, XLA_MAX_CHANNELS
-from inas_jax.queries.registry import QUERIES
 from inas_jax.model.search_space import Arch
 
 STRATEGIES = ("inas", "fixed", "longtail")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 MAX_SEED = 2 ** 31 - 1  # jax.random.key(seed) distinguishes every seed in 0..MAX_SEED
+# The query functions by --query name, with their help; inas_jax.queries registers one function for
+# each (a test checks the two agree). Kept here so that checking a command line loads no jax.
+QUERY_HELP = {
+    "sr": "softmax response, the lowest top-class probability (the paper's)",
+    "mcdropout": "variance of the predicted class's probability over MC-dropout passes (the paper's)",
+    "entropy": "highest predictive entropy",
+    "margin": "smallest gap between the two largest probabilities",
+    "bald": "mutual information between prediction and dropout mask over the MC passes",
+    "coreset": "greedy k-center on the embeddings (Sener & Savarese; the paper's)",
+    "badge": "k-means++ seeding on gradient embeddings (Ash et al.'s BADGE)",
+    "typiclust": "the most typical point of the least covered k-means clusters (Hacohen et al.)",
+    "random": "uniformly at random (passive learning)",
+}
+# The convolution lowerings (inas_jax.model.conv.ConvLowering) and the defaults of the CPU rule.
+CONV_IMPLS = ("auto", "xla", "patches", "winograd")
+PATCH_MAX_SIZE = 16  # conv_impl="auto" on the CPU: patch GEMMs for outputs up to 16x16
+# conv_impl="auto" on the CPU: XLA's own convolution for stride-1 convs with at most this many input
+# and output channels and outputs of at least 2x2 (fastest there, see ConvLowering, and the quickest to
+# compile: one op, where a Winograd conv's transforms take ~1 s to compile and a patch GEMM's ~0.2 s).
+XLA_MAX_CHANNELS = 16
 
 
 class ConfigError(ValueError):
@@ -97,7 +115,7 @@ class RunConfig:
     """Everything that determines the results of one active-learning run (not where it is stored)."""
 
     dataset: str = setting("digits", "digits | cifar10 | cifar100 | svhn | npz:PATH")
-    query: str = setting("sr", "Query function: " + "; ".join(f"{n}: {q.help}" for n, q in QUERIES.items()))
+    query: str = setting("sr", "Query function: " + "; ".join(f"{n}: {h}" for n, h in QUERY_HELP.items()))
     strategy: str = setting("inas", "inas (grow from --arch) | fixed (train --arch in every round) | longtail "
                                     "(iNAS from --arch until it stops, in the first round only; then fixed)")
     arch: Arch = setting(Arch(1, 1), "BLOCKS,STACKS: iNAS start (default 1,1) or the fixed architecture "
@@ -339,8 +357,8 @@ def _float_fields(cfg: RunConfig):
 
 def validate(cfg: RunConfig, pool_size: int | None = None) -> None:
     """Raises ConfigError naming the first bad setting. pool_size: the dataset's train size, when known."""
-    if cfg.query not in QUERIES:
-        raise ConfigError(f"--query={cfg.query!r} is unknown: choose one of {', '.join(QUERIES)}")
+    if cfg.query not in QUERY_HELP:
+        raise ConfigError(f"--query={cfg.query!r} is unknown: choose one of {', '.join(QUERY_HELP)}")
     if cfg.strategy not in STRATEGIES:
         raise ConfigError(f"--strategy={cfg.strategy!r} is unknown: choose one of {', '.join(STRATEGIES)}")
     for name, value in _float_fields(cfg):

@@ -15,12 +15,7 @@ import jax.numpy as jnp
 
 from inas_jax.model.winograd import conv3x3_winograd
 
-CONV_IMPLS = ("auto", "xla", "patches", "winograd")
-PATCH_MAX_SIZE = 16  # conv_impl="auto" on the CPU: patch GEMMs for outputs up to 16x16
-# conv_impl="auto" on the CPU: XLA's own convolution for stride-1 convs with at most this many input
-# and output channels and outputs of at least 2x2 (fastest there, see ConvLowering, and the quickest to
-# compile: one op, where a Winograd conv's transforms take ~1 s to compile and a patch GEMM's ~0.2 s).
-XLA_MAX_CHANNELS = 16
+from inas_jax.config import CONV_IMPLS, PATCH_MAX_SIZE, XLA_MAX_CHANNELS  # noqa: F401  (the rule's constants)
 # conv_impl="auto" on the CPU: Winograd from 16 input channels and 2x2 outputs (in effect from 17 input
 # channels, or 16 into more outputs, since XLA takes the narrower ones). Below, the transforms cost
 # about what they save (8 channels: 0.96-1.34x the patch GEMM's time); a 1x1 output is padded to one
