@@ -1,4 +1,4 @@
-"""BADGE and TypiClust: inas_jax.clustering vs straightforward numpy / scikit-learn, time and peak memory.
+"""BADGE and TypiClust: inas_jax.queries vs straightforward numpy / scikit-learn, time and peak memory.
 
   python experiments/bench_clustering.py --out experiments/results/bench_clustering_cpu.txt
   python experiments/bench_clustering.py --pool 5000 --only badge,typiclust           # quick look
@@ -12,13 +12,13 @@ scikit-learn rows run with OMP/OpenBLAS threads = "thr" (each of --baseline_thre
 2-core machine their thread pools can be 10x slower with 2 threads than with 1. inas_jax rows
 use XLA's default thread pool ("-").
 Variants:
-  badge              inas_jax.queries.clustering.badge. "compile" = first call - best warm call.
+  badge              inas_jax.queries.badge.badge. "compile" = first call - best warm call.
   badge-np-explicit  numpy k-means++ over the explicit (N_u, C*D) float32 gradient embeddings (one
                      gemv per pick, rng.choice D^2 sampling); run once to max(--picks), the time
                      at each b read on the way (its first b picks are the b-pick query).
   badge-np-factor    the same with the factorised distance of the BADGE reference code
                      (|a|^2|h|^2 terms and (A a_c) * (H h_c) per pick), no (N, C*D) matrix.
-  typiclust          inas_jax.queries.clustering.typiclust (k = |labelled| + b clusters; k-means++, then
+  typiclust          inas_jax.queries.typiclust.typiclust (k = |labelled| + b clusters; k-means++, then
                      Lloyd iterations until one gains < 0.1%, at most 10: its defaults).
   typiclust-sklearn  the reference's algorithm: scikit-learn MiniBatchKMeans(k, batch_size=5000)
                      (what it runs for k > 50), its cluster order and, per pick, NearestNeighbors
@@ -155,7 +155,7 @@ def child(spec: dict) -> dict:
     variant, bs, repeats = spec["variant"], spec["picks"], spec["repeats"]
     out = {"load_before": os.getloadavg()[0]}
     import jax
-    from inas_jax.queries import clustering
+    from inas_jax.queries import badge, kmeans, typiclust
     key = jax.random.key(0)
     base, _ = resident_mb()
     reset_peak()
@@ -164,10 +164,10 @@ def child(spec: dict) -> dict:
         (b,) = bs
         if variant == "badge":
             def run():
-                return clustering.badge(probs, h, labelled, b, key)
+                return badge.badge(probs, h, labelled, b, key)
         else:
             def run():
-                return clustering.typiclust(h, labelled, b, key)
+                return typiclust.typiclust(h, labelled, b, key)
         t = time.perf_counter()
         picks = run()
         first = time.perf_counter() - t
@@ -182,7 +182,7 @@ def child(spec: dict) -> dict:
         if variant == "typiclust":
             k = int(labelled.sum()) + b
             row["note"] = f"k={k}"
-            row["inertia"] = inertia(h, *clustering.kmeans(h, k, key, iters=10, tol=1e-3, chunk=1024))
+            row["inertia"] = inertia(h, *kmeans.kmeans(h, k, key, iters=10, tol=1e-3, chunk=1024))
         rows.append(row)
     elif variant.startswith("badge-np"):
         picks, times = np_badge(probs, h, labelled, bs, 0, explicit=variant == "badge-np-explicit")

@@ -19,6 +19,7 @@ inference: predict() images/s over the MC pool (TrainConfig.eval_batch_size per 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import pathlib
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from inas_jax.queries import registry as queries
+from inas_jax.queries import coreset, uncertainty
 from inas_jax.runtime.allocator import reexec_with_huge_pages
 from inas_jax.config import ModelConfig, TrainConfig
 from inas_jax.model.network import build_model
@@ -78,12 +79,12 @@ def bench_coreset():
     points = rng.standard_normal((POOL.value, DIM.value), np.float32)
     mask = np.zeros(POOL.value, bool)
     mask[:LABELLED.value] = True
-    queries.coreset(points[:4096], mask[:4096], 8)  # compile the small shapes' siblings
+    coreset.coreset(points[:4096], mask[:4096], 8)  # compile the small shapes' siblings
     t = time.perf_counter()
-    ours = queries.coreset(points, mask, PICKS.value)
+    ours = coreset.coreset(points, mask, PICKS.value)
     t_ours = time.perf_counter() - t
     t = time.perf_counter()
-    ours_again = queries.coreset(points, mask, PICKS.value)
+    ours_again = coreset.coreset(points, mask, PICKS.value)
     t_ours_warm = time.perf_counter() - t
     assert np.array_equal(ours, ours_again)
     line = f"coreset N={POOL.value} D={DIM.value} L={LABELLED.value} picks={PICKS.value}: inas_jax {t_ours_warm:.2f}s " \
@@ -131,10 +132,10 @@ def bench_scores():
                 "bias": np.zeros(c, np.float32)}
         logits = emb @ head["kernel"]
         for name, ours, peer in (
-                ("entropy", lambda: queries.entropy(logits, mask, PICKS.value),
+                ("entropy", lambda: uncertainty.entropy(logits, mask, PICKS.value),
                  lambda: np.argsort(-np.where(mask, -np.inf, _numpy_entropy(_numpy_softmax(logits))),
                                     kind="stable")[:PICKS.value]),
-                ("margin", lambda: queries.margin(logits, mask, PICKS.value),
+                ("margin", lambda: uncertainty.margin(logits, mask, PICKS.value),
                  lambda: np.argsort(np.where(mask, np.inf, np.diff(np.sort(_numpy_softmax(logits), 1)[:, -2:], axis=1)[:, 0]),
                                     kind="stable")[:PICKS.value])):
             t_ours, a = _best_of(ours)
@@ -151,7 +152,7 @@ def bench_scores():
                 mean_p, mean_h = mean_p + p / passes, mean_h + _numpy_entropy(p) / passes
             return _numpy_entropy(mean_p) - mean_h
 
-        t_ours, _ = _best_of(lambda: queries.bald(head, emb, mask, PICKS.value, key, passes=PASSES.value), 2)
+        t_ours, _ = _best_of(lambda: uncertainty.bald(head, emb, mask, PICKS.value, key, passes=PASSES.value), 2)
         t = time.perf_counter()
         numpy_bald(FULL_PASSES.value)
         t_peer = (time.perf_counter() - t) * PASSES.value / FULL_PASSES.value
@@ -171,9 +172,10 @@ def bench_mc_and_inference():
     logits, emb = predict(model, state, pool, cfg.eval_batch_size)
     t_infer = time.perf_counter() - t
     key = jax.random.key(3)
-    queries.mc_dropout_scores(state.params["head"], emb[:100], key, passes=PASSES.value)  # compile
+    mc_dropout_scores = functools.partial(uncertainty.mc_scores, uncertainty.class_variance, state.params["head"])
+    mc_dropout_scores(emb[:100], key, passes=PASSES.value)  # compile
     t = time.perf_counter()
-    scores = queries.mc_dropout_scores(state.params["head"], emb, key, passes=PASSES.value)
+    scores = mc_dropout_scores(emb, key, passes=PASSES.value)
     t_head = time.perf_counter() - t + t_infer  # the head-only path needs the one deterministic pass too
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}

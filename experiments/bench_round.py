@@ -31,6 +31,7 @@ def one_round(n: int) -> dict:
     import numpy as np
 
     from inas_jax.loop import round as active
+    from inas_jax.loop.state import initial_state
     from inas_jax.config import from_preset
     from inas_jax.data.dataset import Dataset, load_npz
 
@@ -41,7 +42,7 @@ def one_round(n: int) -> dict:
                       width=WIDTH.value)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
-    state = active.run_round(active.initial_state(cfg, n), ds, cfg)
+    state = active.run_round(initial_state(cfg, n), ds, cfg)
     record = state.history[0]
     return {"n": n, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_after_loading_mb": before, "seconds": time.perf_counter() - t,

@@ -25,8 +25,9 @@ import jax
 from absl import app, flags
 
 from inas_jax.loop import round as active
+from inas_jax.loop.state import initial_labelled
 from inas_jax.runtime.allocator import reexec_with_huge_pages
-from inas_jax.store.store import RunStore
+from inas_jax.store import RunStore
 from inas_jax.runtime.compilation import enable_persistent_cache
 from inas_jax.config import from_preset
 from inas_jax.data.dataset import load_npz
@@ -74,18 +75,18 @@ def cell(dataset, arch: Arch, n: int, samples: int, settings: dict, seed: int, p
     resumed_at_epoch says where it took over (0 for an uninterrupted cell)."""
     epoch_size = settings["epoch_size"]
     cfg = from_preset(preset, "cifar10", epochs=samples // epoch_size, seed=seed, **settings)
-    idx = active.initial_labelled(len(dataset.x_train), n, seed)
+    idx = initial_labelled(len(dataset.x_train), n, seed)
     model = build_model(arch, dataset.num_classes, cfg.model, dataset.channel_stats)
     start = time.process_time()
     store = RunStore(workdir / f"{arch.blocks}x{arch.stacks}_{n}_{samples}_seed{seed}", cfg,
                      dataset.fingerprint, CHECKPOINT_SECONDS)
     store.open()
     try:
-        hooks = store.training_hooks(0, "convergence", lambda: jax.eval_shape(
+        checkpoint = store.training(0, "convergence", lambda: jax.eval_shape(
             lambda: init_state(model, cfg.train, jax.random.key(0), dataset.image_shape)))
         result = train(model, dataset.x_train[idx], dataset.y_train[idx], cfg.train,
                        jax.random.fold_in(jax.random.key(seed), active.FINAL_TRAINING),
-                       label=f"{arch} {n} labels {samples}", **hooks)
+                       label=f"{arch} {n} labels {samples}", checkpoint=checkpoint)
     finally:
         store.close()
     shutil.rmtree(store.dir)
@@ -93,7 +94,7 @@ def cell(dataset, arch: Arch, n: int, samples: int, settings: dict, seed: int, p
     return {"arch": arch.to_json(), "labels": n, "samples": samples, "settings": settings, "seed": seed,
             "test_accuracy": test["accuracy"], "test_loss": test["loss"],
             "final_train_loss": result.history[-1]["loss"], "cpu_seconds": time.process_time() - start,
-            "resumed_at_epoch": hooks["resume"][0] if hooks["resume"] else 0, "environment": environment()}
+            "resumed_at_epoch": checkpoint.resume[0] if checkpoint.resume else 0, "environment": environment()}
 
 
 def table(cells: list[dict]) -> str:

@@ -3,7 +3,7 @@
   python experiments/study.py run                        # the cifar_plateau study's declared runs, resuming
   python experiments/study.py run --jobs=2               # two runs at once, one per core
   python experiments/study.py status                     # each run done, under way or to run; core-hours left
-  python experiments/study.py report                     # figures + summary.md from the committed results
+  python experiments/study.py report                     # figures, summary.md, numbers.md from the committed results
   python experiments/study.py verify cifar10_inas_sr_seed0   # rerun one configuration, compare
   python experiments/study.py --study=cifar_cpu verify cifar10_fixed1x2_sr_seed0   # the first study
 
@@ -33,8 +33,10 @@ import time
 
 import paper
 from inas_jax.runtime import environment
-from inas_jax.store.store import FIRST_ROUND
-from inas_jax.report.report import round_cpu_hours
+from inas_jax.store import FIRST_ROUND
+from inas_jax.config import PRESETS
+from inas_jax.report.convergence import convergence_text
+from inas_jax.report.statistics import round_cpu_hours
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -269,14 +271,31 @@ def status(args) -> int:
 
 
 def report(args) -> int:
+    """The report of the study's committed runs (figures, summary.md, numbers.md) into
+    experiments/results/STUDY/, and convergence.md from its convergence.json where it has one."""
     results = RESULTS / args.study
     files = sorted(str(p) for p in runs_dir(args.study).glob("*.json"))
     if not files:
         print(f"error: no results under {runs_dir(args.study)}; run the study first", file=sys.stderr)
         return 2
     references = [f"--reference={r}" for r in REFERENCES.get(args.study, [])]
-    return subprocess.run([sys.executable, "-m", "inas_jax.report", f"--out={results}", *references, *files],
+    code = subprocess.run([sys.executable, "-m", "inas_jax.report", f"--out={results}", *references, *files],
                           cwd=ROOT).returncode
+    if code == 0 and (results / "convergence.json").exists():
+        print(write_convergence(args.study))
+    return code
+
+
+def write_convergence(study_name: str) -> pathlib.Path:
+    """Writes RESULTS/STUDY/convergence.md from its convergence.json, S being the preset's passes over
+    the labelled set and the AUC weights those of the label counts of the study's committed runs."""
+    results = RESULTS / study_name
+    cells = json.loads((results / "convergence.json").read_text())
+    labels = sorted({r["num_labelled"] for f in runs_dir(study_name).glob("*.json")
+                     for r in json.loads(f.read_text())["rounds"]})
+    path = results / "convergence.md"
+    path.write_text(convergence_text(cells, PRESETS[study_name]["train_passes"], labels))
+    return path
 
 
 def verify(args) -> int:

@@ -20,6 +20,8 @@ from inas_jax.model.search_space import Arch
 STRATEGIES = ("inas", "fixed", "longtail")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 MAX_SEED = 2 ** 31 - 1  # jax.random.key(seed) distinguishes every seed in 0..MAX_SEED
+# The phases of a round whose wall and CPU seconds every round record holds, in order.
+PHASES = ("search", "train", "query")
 # The query functions by --query name, with their help; inas_jax.queries registers one function for
 # each (a test checks the two agree). Kept here so that checking a command line loads no jax.
 QUERY_HELP = {

@@ -108,7 +108,7 @@ def main(argv) -> int:
     _setup_logging()
     from inas_jax.loop import round as active
     from inas_jax.runtime import compilation
-    from inas_jax.store.store import RunStore, WorkdirError
+    from inas_jax.store import RunStore, WorkdirError
     from inas_jax.data.dataset import DataError, load_dataset
     from inas_jax.loop.train import TrainingDiverged, check_batch_divisible
 
@@ -181,7 +181,11 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def run() -> None:
-    """The console entry point: restarts once with huge pages for glibc (inas_jax.allocator), then runs."""
+    """The console entry point: restarts once with huge pages for glibc, then runs.
+
+    The restart (inas_jax.runtime.allocator) comes first, before jax or numpy is imported: this module
+    imports only absl and the jax-free config at load.
+    """
     from inas_jax.runtime.allocator import reexec_with_huge_pages
     reexec_with_huge_pages()
     for flag in flags.FLAGS.get_key_flags_for_module(__name__):  # --helpshort from the console script too

@@ -23,7 +23,8 @@ def main():
     from absl import app
 
     from inas_jax import main as cli
-    from inas_jax.queries import registry as queries
+    from inas_jax import queries
+    from inas_jax.queries import coreset, uncertainty
     from inas_jax.loop import train
 
     calls = [0]
@@ -50,8 +51,9 @@ def main():
     elif site == "step":
         wrap(train, "train_step", after=die)
     elif site == "query":
-        for name in ("softmax_response", "mc_dropout", "coreset", "random_query"):
-            wrap(queries, name, after=die)
+        for owner, name in ((uncertainty, "softmax_response"), (uncertainty, "mc_dropout"), (coreset, "coreset"),
+                            (queries, "random_query")):
+            wrap(owner, name, after=die)
     elif site == "save":
         wrap(ocp.CheckpointManager, "save", before=lambda: threading.Timer(delay, die).start())
     app.run(lambda argv: sys.exit(cli.main(argv)), argv=[sys.argv[0], *flags_])

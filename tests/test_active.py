@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from inas_jax.loop import round as active
+from inas_jax.loop import state as state_mod
 from inas_jax.config import ConfigError, RunConfig, differences, from_preset, validate
 from inas_jax.data.dataset import Dataset
-from inas_jax.queries.registry import QUERIES
+from inas_jax.queries import QUERIES
 from inas_jax.model.search_space import Arch
 
 TINY = dict(epochs=1, epoch_size=64, batch_size=32, width=4, flip=False, max_shift=0, max_rotation=0.0)
@@ -26,10 +27,10 @@ def test_schedule_single_size_and_truncation_at_budget():
 
 
 def test_initial_set_depends_only_on_pool_k_and_seed():
-    a = active.initial_state(RunConfig(strategy="inas", query="sr", seed=3, initial_size=20), 500)
-    b = active.initial_state(RunConfig(strategy="fixed", arch=Arch(2, 4), query="coreset", seed=3, initial_size=20), 500)
+    a = state_mod.initial_state(RunConfig(strategy="inas", query="sr", seed=3, initial_size=20), 500)
+    b = state_mod.initial_state(RunConfig(strategy="fixed", arch=Arch(2, 4), query="coreset", seed=3, initial_size=20), 500)
     np.testing.assert_array_equal(a.labelled_idx, b.labelled_idx)
-    c = active.initial_state(RunConfig(seed=4, initial_size=20), 500)
+    c = state_mod.initial_state(RunConfig(seed=4, initial_size=20), 500)
     assert not np.array_equal(a.labelled_idx, c.labelled_idx) and len(set(a.labelled_idx.tolist())) == 20
 
 
@@ -117,7 +118,7 @@ def test_label_isolation(digits, query):
     """Permuting the labels of unlabelled pool points changes nothing a round does."""
     cfg = RunConfig(query=query, strategy="inas", initial_size=40, query_sizes=(20,), budget=60, inas_epochs=1,
                     mc_passes=8).replace(**TINY)
-    state = active.initial_state(cfg, len(digits.x_train))
+    state = state_mod.initial_state(cfg, len(digits.x_train))
     unlabelled = np.setdiff1d(np.arange(len(digits.y_train)), state.labelled_idx)
     y = digits.y_train.copy()
     y[unlabelled] = np.random.default_rng(0).permutation(y[unlabelled])
@@ -183,10 +184,10 @@ def test_rounds_record_their_environment_and_a_resume_elsewhere_warns(monkeypatc
     current = environment.environment()
     assert current["cpu_threads"] == len(os.sched_getaffinity(0)) and current["backend"] == "cpu"
     cfg = RunConfig(initial_size=40, query_sizes=(), budget=40)
-    done = active.PoolState(labelled_idx=np.arange(40, dtype=np.int32), round=1, arch=Arch(1, 1),
+    done = state_mod.PoolState(labelled_idx=np.arange(40, dtype=np.int32), round=1, arch=Arch(1, 1),
                             history=({"environment": dict(current, cpu_threads=current["cpu_threads"] + 1)},))
 
-    class Finished(active.NoProgress):
+    class Finished(state_mod.NoProgress):
         def load(self):
             return done
 

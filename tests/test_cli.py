@@ -12,7 +12,7 @@ from absl import flags
 
 from conftest import TINY, crash_at_epoch_call, results_of, run_cli, without_timings
 from inas_jax import main as cli
-from inas_jax.queries.registry import QUERIES
+from inas_jax.queries import QUERIES
 
 def _check_two_rounds(results, capsys):
     assert results["finished"] and [r["num_labelled"] for r in results["rounds"]] == [40, 60]
@@ -92,8 +92,9 @@ def test_resume_mid_training_equals_uninterrupted(tmp_path, monkeypatch):
     training that starts fresh."""
     from inas_jax.loop import round as active
     built = []
-    real_template = active._template
-    monkeypatch.setattr(active, "_template", lambda *a: lambda: (built.append(1), real_template(*a)())[1])
+    real_template = active.RoundContext.template
+    monkeypatch.setattr(active.RoundContext, "template",
+                        lambda *a: lambda: (built.append(1), real_template(*a)())[1])
     args = TINY + ["--strategy=fixed", "--arch=1,1", "--epochs=4", "--checkpoint_seconds=0"]
     assert run_cli(args + [f"--workdir={tmp_path / 'whole'}"]) == 0
     assert not built

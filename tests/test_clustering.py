@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inas_jax.queries import clustering
+from inas_jax.queries import badge, kmeans, typiclust
 
 
 def _mask(n, labelled):
@@ -34,7 +34,9 @@ def test_gradient_sq_dist_equals_the_explicit_gradient_embeddings():
     g = (a[:, :, None] * h[:, None, :]).reshape(len(h), -1).astype(np.float64)  # (N, C*D)
     idx = np.array([0, 7, 7, 59])
     explicit = ((g[:, None, :] - g[idx][None, :, :]) ** 2).sum(-1)
-    np.testing.assert_allclose(clustering.gradient_sq_dist(probs, h, idx), explicit, rtol=1e-4, atol=1e-5)
+    a_, norm = badge.gradient_factors(jnp.asarray(probs), jnp.asarray(h))
+    np.testing.assert_allclose(badge.gradient_sq_dist(a_, jnp.asarray(h), norm, jnp.asarray(idx)), explicit, rtol=1e-4,
+                               atol=1e-5)
 
 
 def test_draw_frequencies_follow_the_weights():
@@ -42,12 +44,12 @@ def test_draw_frequencies_follow_the_weights():
     d2 = jnp.array([0, 1, 2, 3, 4, 0, 0, 0, 5, 5, 5, 5, 9, 0.5, 0.5, 1], jnp.float32)
     eligible = jnp.ones(16, bool).at[12].set(False)
     noise = jax.random.gumbel(jax.random.key(0), (40_000, 4 + 4))
-    draws = jax.vmap(lambda z: clustering._draw(d2, eligible, z, 4))(noise)
+    draws = jax.vmap(lambda z: kmeans._draw(d2, eligible, z, 4))(noise)
     freq = np.bincount(np.asarray(draws), minlength=16) / len(noise)
     p = np.where(eligible, d2, 0) / np.where(eligible, d2, 0).sum()
     assert np.all(np.abs(freq - p) <= 4 * np.sqrt(p * (1 - p) / len(noise)) + 1e-12)
     # all weights 0: uniform among the eligible
-    draws = jax.vmap(lambda z: clustering._draw(jnp.zeros(16), eligible, z, 4))(noise)
+    draws = jax.vmap(lambda z: kmeans._draw(jnp.zeros(16), eligible, z, 4))(noise)
     freq = np.bincount(np.asarray(draws), minlength=16) / len(noise)
     assert freq[12] == 0 and np.abs(freq[eligible] - 1 / 15).max() < 0.01
 
@@ -59,7 +61,7 @@ def _badge(probs, h, labelled, b, key, lookahead=32, n=64, c=4, d=8):
     p_pad, h_pad, l_pad = np.zeros((n, c), np.float32), np.zeros((n, d), np.float32), np.ones(n, bool)
     p_pad[:m, :probs.shape[1]], h_pad[:m, :h.shape[1]], l_pad[:m] = probs, h, labelled
     p_pad[m:, 0] = 1
-    picks = clustering.badge(p_pad, h_pad, l_pad, b, key, lookahead=lookahead)
+    picks = badge.badge(p_pad, h_pad, l_pad, b, key, lookahead=lookahead)
     assert (picks < m).all()
     return picks
 
@@ -94,7 +96,7 @@ def test_badge_is_distinct_unlabelled_int32_and_keyed():
     other = _badge(probs, h, mask, 20, jax.random.key(1))
     assert other[0] == picks[0] and not np.array_equal(other, picks)  # the first pick is not random
     # the public shapes, unpadded
-    np.testing.assert_array_equal(clustering.badge(probs, h, mask, 20, jax.random.key(0)), picks)
+    np.testing.assert_array_equal(badge.badge(probs, h, mask, 20, jax.random.key(0)), picks)
 
 
 def test_badge_equals_one_at_a_time_d2_sampling_with_the_same_noise():
@@ -108,9 +110,9 @@ def test_badge_equals_one_at_a_time_d2_sampling_with_the_same_noise():
         d2 = np.min(((g[:, None, :] - g[picks][None]) ** 2).sum(-1), 1)
         eligible = ~mask & ~np.isin(np.arange(60), picks)
         noise = jax.random.gumbel(jax.random.fold_in(key, t), (8 + block,))
-        picks.append(int(clustering._draw(jnp.pad(jnp.asarray(d2, jnp.float32), (0, 4)),
+        picks.append(int(kmeans._draw(jnp.pad(jnp.asarray(d2, jnp.float32), (0, 4)),
                                           jnp.pad(jnp.asarray(eligible), (0, 4)), noise, block)))
-    assert clustering.badge(probs, h, mask, 20, key).tolist() == picks
+    assert badge.badge(probs, h, mask, 20, key).tolist() == picks
 
 
 @pytest.mark.parametrize("lookahead", [1, 5])
@@ -133,9 +135,9 @@ def test_badge_duplicates_fall_back_to_distinct_points():
 @pytest.mark.parametrize("fn", ["badge", "typiclust"])
 def test_query_size_is_checked(fn):
     probs, h = _random_case(n=5)
-    args = (probs, h) if fn == "badge" else (h,)
+    query, args = (badge.badge, (probs, h)) if fn == "badge" else (typiclust.typiclust, (h,))
     with pytest.raises(ValueError, match="cannot query 3 points: the pool has 2 unlabelled"):
-        getattr(clustering, fn)(*args, _mask(5, [0, 1, 2]), 3, jax.random.key(0))
+        query(*args, _mask(5, [0, 1, 2]), 3, jax.random.key(0))
 
 
 # The k-means and TypiClust tests share N = 120 points of dimension 2 and k = 4: one compilation.
@@ -143,33 +145,33 @@ def test_query_size_is_checked(fn):
 def test_kmeans_recovers_obvious_blobs_deterministically():
     x, blob = _blobs([(0, 0), (10, 0), (0, 10), (10, 10)], [30] * 4, 0.5, 0)
     for seed in range(3):
-        centroids, assignment = clustering.kmeans(x, 4, jax.random.key(seed), chunk=16)
+        centroids, assignment = kmeans.kmeans(x, 4, jax.random.key(seed), chunk=16)
         assert centroids.shape == (4, 2) and assignment.dtype == np.int32
         assert len(set(zip(blob.tolist(), assignment.tolist()))) == 4  # one cluster per blob
         for b in range(4):
             np.testing.assert_allclose(centroids[assignment[blob == b][0]], x[blob == b].mean(0), atol=1e-5)
-    np.testing.assert_array_equal(assignment, clustering.kmeans(x, 4, jax.random.key(2), chunk=16)[1])
+    np.testing.assert_array_equal(assignment, kmeans.kmeans(x, 4, jax.random.key(2), chunk=16)[1])
 
 
 def test_kmeans_converges_to_a_lloyd_fixed_point_in_chunks():
     x = np.random.default_rng(3).standard_normal((120, 2)).astype(np.float32)
     # chunks of 16 points: the last one (112..119) is shifted back to 104..119
-    centroids, assignment = clustering.kmeans(x, 4, jax.random.key(0), iters=100, tol=0.0, chunk=16)
+    centroids, assignment = kmeans.kmeans(x, 4, jax.random.key(0), iters=100, tol=0.0, chunk=16)
     d = ((x[:, None, :] - centroids[None]) ** 2).sum(-1)
     np.testing.assert_array_equal(assignment, d.argmin(1))
     for j in range(4):
         np.testing.assert_allclose(centroids[j], x[assignment == j].mean(0), atol=1e-5)
-    again = clustering.kmeans(x, 4, jax.random.key(1), iters=100, tol=0.0, chunk=16)[1]
+    again = kmeans.kmeans(x, 4, jax.random.key(1), iters=100, tol=0.0, chunk=16)[1]
     assert not np.array_equal(again, assignment)
 
 
 def test_kmeans_with_more_clusters_than_distinct_points():
     x = np.repeat(np.array([[0, 0], [1, 0], [0, 5]], np.float32), 40, 0)
-    centroids, assignment = clustering.kmeans(x, 4, jax.random.key(0), chunk=16)
+    centroids, assignment = kmeans.kmeans(x, 4, jax.random.key(0), chunk=16)
     assert np.isfinite(centroids).all() and np.allclose(centroids[assignment], x, atol=1e-5)  # all on a centroid
-    np.testing.assert_array_equal(assignment, clustering.kmeans(x, 4, jax.random.key(0), chunk=16)[1])
+    np.testing.assert_array_equal(assignment, kmeans.kmeans(x, 4, jax.random.key(0), chunk=16)[1])
     with pytest.raises(ValueError, match="cannot make 121 clusters of 120 points"):
-        clustering.kmeans(x, 121, jax.random.key(0))
+        kmeans.kmeans(x, 121, jax.random.key(0))
 
 
 def test_mean_knn_dist_equals_brute_force_in_blocks():
@@ -177,7 +179,7 @@ def test_mean_knn_dist_equals_brute_force_in_blocks():
     x = rng.standard_normal((90, 3)).astype(np.float32)
     assignment = np.concatenate([np.zeros(50), np.ones(6), [2], np.full(33, 3)]).astype(np.int32)
     assignment = assignment[rng.permutation(90)]
-    got = clustering._mean_knn_dist(jnp.asarray(x), jnp.asarray(assignment), k=4, knn=5, rows=8, cols=16)
+    got = typiclust._mean_knn_dist(jnp.asarray(x), jnp.asarray(assignment), k=4, knn=5, rows=8, cols=16)
     want = np.full(90, np.inf)
     for c in range(4):
         idx = np.flatnonzero(assignment == c)
@@ -208,7 +210,7 @@ def test_typiclust_pick_order_equals_the_rule():
     assignment[assignment == 5] = 4  # cluster 5 empty
     mean_dist = rng.integers(0, 4, 40).astype(np.float32)  # many ties
     labelled = rng.random(40) < 0.3
-    got = clustering._typiclust_picks(jnp.asarray(assignment), jnp.asarray(mean_dist), jnp.asarray(labelled),
+    got = typiclust._pick_by_coverage(jnp.asarray(assignment), jnp.asarray(mean_dist), jnp.asarray(labelled),
                                       int((~labelled).sum()), cap=32, k=6, min_size=8)[:int((~labelled).sum())]
     assert got.tolist() == _reference_order(assignment, mean_dist, labelled, int((~labelled).sum()), 6, 8)
 
@@ -227,7 +229,7 @@ def test_typiclust_picks_the_dense_centre_of_each_blob():
                        + [50 + rng.standard_normal((12, 2))]).astype(np.float32)
     labelled = _mask(120, [108])  # the fourth blob is covered: k = 1 + 3 clusters
     for seed in range(3):
-        picks = clustering.typiclust(x, labelled, 3, jax.random.key(seed))
+        picks = typiclust.typiclust(x, labelled, 3, jax.random.key(seed))
         assert sorted((picks // 36).tolist()) == [0, 1, 2] and (picks % 36 < 15).all()  # cores, one a blob
 
 
@@ -236,10 +238,10 @@ def test_typiclust_skips_covered_and_small_clusters():
     labelled = _mask(120, [0, 45])  # blobs 0 and 1 covered
     # k = 2 labelled + 2 picks = 4 clusters: the blobs. Blob 3 has no labelled point but is too small
     # (< 6 points); then blobs 0, 1, 2 have one labelled-or-picked point each: the largest, 0
-    picks = clustering.typiclust(x, labelled, 2, jax.random.key(0))
+    picks = typiclust.typiclust(x, labelled, 2, jax.random.key(0))
     assert blob[picks].tolist() == [2, 0]
     # the pool exhausted (4 clusters, as the reference's cap would keep): the tiny blob last
-    everything = clustering.typiclust(x, labelled, 118, jax.random.key(0), max_clusters=4)
+    everything = typiclust.typiclust(x, labelled, 118, jax.random.key(0), max_clusters=4)
     assert sorted(everything.tolist()) == sorted(set(range(120)) - {0, 45})
     assert blob[everything[-5:]].tolist() == [3] * 5
 
@@ -247,7 +249,7 @@ def test_typiclust_skips_covered_and_small_clusters():
 def test_typiclust_is_distinct_unlabelled_int32_and_keyed():
     x = np.random.default_rng(8).standard_normal((120, 2)).astype(np.float32)
     mask = _mask(120, [0, 1])
-    picks = clustering.typiclust(x, mask, 2, jax.random.key(0))
+    picks = typiclust.typiclust(x, mask, 2, jax.random.key(0))
     assert picks.dtype == np.int32 and len(set(picks.tolist())) == 2 and not mask[picks].any()
-    np.testing.assert_array_equal(picks, clustering.typiclust(x, mask, 2, jax.random.key(0)))
-    assert not np.array_equal(picks, clustering.typiclust(x, mask, 2, jax.random.key(1)))
+    np.testing.assert_array_equal(picks, typiclust.typiclust(x, mask, 2, jax.random.key(0)))
+    assert not np.array_equal(picks, typiclust.typiclust(x, mask, 2, jax.random.key(1)))

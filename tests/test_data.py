@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -7,8 +9,10 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import CIFAR10_NPZ
-from inas_jax.data import dataset as data
-from inas_jax.data.dataset import DataError, load_dataset, load_npz
+from inas_jax import data
+from inas_jax.data import DataError, load_dataset, load_npz
+from inas_jax.data import npz as npz_source
+from inas_jax.data import tfds as tfds_source
 
 
 def test_digits_is_deterministic_offline_and_one_channel(digits):
@@ -92,10 +96,10 @@ def test_npz_float_images_follow_the_two_documented_forms(tmp_path):
     np.testing.assert_array_equal(ds.x_train[..., 0], whole.astype(np.uint8))  # whole numbers: as they are
     np.testing.assert_array_equal(ds.x_test[..., 0], np.round(unit * 255).astype(np.uint8))  # [0, 1]: x 255
     x = np.arange(5 * 8 * 8, dtype=np.float32).reshape(5, 8, 8, 1) % 256
-    np.testing.assert_array_equal(data._float_as_uint8(x, "x_train", "f.npz", chunk=2), x.astype(np.uint8))
+    np.testing.assert_array_equal(npz_source._float_as_uint8(x, "x_train", "f.npz", chunk=2), x.astype(np.uint8))
     x[4, 0, 0, 0] = 0.5  # a fraction in the last chunk
     with pytest.raises(DataError, match="not whole numbers"):
-        data._float_as_uint8(x, "x_train", "f.npz", chunk=2)
+        npz_source._float_as_uint8(x, "x_train", "f.npz", chunk=2)
 
 
 def test_npz_labels_keep_their_values_and_classes_match_the_data(tmp_path):
@@ -157,6 +161,14 @@ def test_npz_refuses_pickles_missing_and_garbage(tmp_path):
         load_npz(str(garbage))
 
 
+def test_importing_the_data_package_needs_no_tfds():
+    # TFDS (and what it pulls in) is imported only when a TFDS dataset is asked for.
+    script = ("import sys, inas_jax.data; from inas_jax.data import load_dataset; load_dataset('digits'); "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow_datasets', 'tensorflow')))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
 def test_unknown_dataset():
     with pytest.raises(DataError, match="unknown dataset 'mnist'"):
         load_dataset("mnist")
@@ -172,7 +184,7 @@ def test_tfds_path_on_mock_data(name, classes, tmp_path):
 
 
 def test_svhn_is_trimmed_to_the_first_pool_images(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SVHN_POOL_SIZE", 4)
+    monkeypatch.setattr(tfds_source, "SVHN_POOL_SIZE", 4)
     with tfds.testing.mock_data(num_examples=6):
         ds = load_dataset("svhn", data_dir=str(tmp_path))
         first = tfds.data_source("svhn_cropped", split="train", data_dir=str(tmp_path))

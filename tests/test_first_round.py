@@ -31,7 +31,8 @@ def _trainings(monkeypatch):
     real, calls = active.train, []
 
     def spy(*args, **kwargs):
-        calls.append((kwargs["label"], kwargs["resume"][0] if kwargs.get("resume") else 0))
+        checkpoint = kwargs.get("checkpoint")
+        calls.append((kwargs["label"], checkpoint.resume[0] if checkpoint and checkpoint.resume else 0))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(active, "train", spy)

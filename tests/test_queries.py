@@ -3,8 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inas_jax.queries import registry as queries
-from inas_jax.model.network import GridResNet
+from inas_jax import config, queries
+from inas_jax.queries import coreset, uncertainty
+from inas_jax.model.network import GridResNet, dropout, head_logits
 from inas_jax.model.search_space import Arch
 
 
@@ -25,12 +26,12 @@ def test_random_query_is_keyed_distinct_and_unlabelled():
 def test_softmax_response_picks_least_confident_unlabelled():
     logits = np.array([[5, 0, 0], [0.1, 0, 0], [1, 1, 1], [3, 0, 0], [0.5, 0, 0], [9, 0, 0]], np.float32)
     # confidence order (lowest first): 2 (uniform), 1, 4, 3, 0, 5; point 2 is labelled
-    np.testing.assert_array_equal(queries.softmax_response(logits, _mask(6, [2]), 3), [1, 4, 3])
+    np.testing.assert_array_equal(uncertainty.softmax_response(logits, _mask(6, [2]), 3), [1, 4, 3])
 
 
 def test_query_size_is_checked():
     with pytest.raises(ValueError, match="has 1 unlabelled"):
-        queries.softmax_response(np.zeros((3, 2)), _mask(3, [0, 1]), 2)
+        uncertainty.softmax_response(np.zeros((3, 2)), _mask(3, [0, 1]), 2)
 
 
 def _tiny_model_and_embeddings(n=24):
@@ -43,7 +44,8 @@ def _tiny_model_and_embeddings(n=24):
 def test_mc_dropout_head_only_equals_full_stochastic_passes():
     model, variables, x, emb = _tiny_model_and_embeddings()
     key, passes = jax.random.key(9), 16
-    scores = queries.mc_dropout_scores(variables["params"]["head"], emb, key, passes=passes, rate=0.5)
+    scores = uncertainty.mc_scores(uncertainty.class_variance, variables["params"]["head"], emb, key, passes=passes,
+                                   rate=0.5)
     predicted = jnp.argmax(model.apply(variables, x)[0], -1)
     probs = []
     for k in jax.random.split(jax.random.fold_in(key, 0), passes):  # chunk 0 of the pool
@@ -59,11 +61,11 @@ def test_mc_dropout_prefers_uncertain_points():
     emb = np.zeros((6, 4), np.float32)
     emb[3] = [1.0, 0.0, 1.0, 0.0]   # one unit for each class: dropout flips the prediction
     emb[5] = [0.2, 0.2, 0.0, 0.0]   # weak but one-sided evidence: dropout barely moves p(class 0)
-    scores = queries.mc_dropout_scores(head, emb, jax.random.key(0), passes=64)
+    scores = uncertainty.mc_scores(uncertainty.class_variance, head, emb, jax.random.key(0), passes=64)
     assert scores[3] > 5 * scores[5] > 0
     assert scores[[0, 1, 2, 4]].max() < 1e-10  # a zero embedding is unaffected by dropout
-    assert queries.mc_dropout(head, emb, _mask(6, []), 2, jax.random.key(0), passes=64).tolist() == [3, 5]
-    assert queries.mc_dropout(head, emb, _mask(6, [3]), 1, jax.random.key(0), passes=64).tolist() == [5]
+    assert uncertainty.mc_dropout(head, emb, _mask(6, []), 2, jax.random.key(0), passes=64).tolist() == [3, 5]
+    assert uncertainty.mc_dropout(head, emb, _mask(6, [3]), 1, jax.random.key(0), passes=64).tolist() == [5]
 
 
 def _brute_force_k_center(points, labelled_mask, b):
@@ -84,7 +86,7 @@ def test_coreset_equals_brute_force(n_labelled):
     rng = np.random.default_rng(n_labelled)
     points = rng.standard_normal((120, 6)).astype(np.float32)
     mask = _mask(120, rng.choice(120, n_labelled, replace=False))
-    picks = queries.coreset(points, mask, 15, chunk=16)
+    picks = coreset.coreset(points, mask, 15, chunk=16)
     assert picks.tolist() == _brute_force_k_center(points.astype(np.float64), mask, 15)
     assert not mask[picks].any() and len(set(picks.tolist())) == 15
 
@@ -97,19 +99,19 @@ def test_coreset_lookahead_passes_give_the_one_at_a_time_picks(lookahead):
     base = rng.standard_normal((60, 5)) * 10
     points = np.concatenate([base, base + 1e-2 * rng.standard_normal(base.shape)]).astype(np.float32)
     mask = _mask(120, [0, 60])
-    picks = queries.coreset(points, mask, 30, lookahead=lookahead)
+    picks = coreset.coreset(points, mask, 30, lookahead=lookahead)
     assert picks.tolist() == _brute_force_k_center(points.astype(np.float64), mask, 30)
 
 
 def test_coreset_known_answer_on_a_line():
     points = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [5.0]], np.float32)
     # labelled {0}: farthest is 11 (index 4), then 5 (index 5), then 2 or 10 by distance 3 vs 1 -> index 2
-    assert queries.coreset(points, _mask(6, [0]), 3).tolist() == [4, 5, 2]
+    assert coreset.coreset(points, _mask(6, [0]), 3).tolist() == [4, 5, 2]
 
 
 def test_coreset_all_duplicates_still_distinct():
     points = np.zeros((10, 3), np.float32)
-    picks = queries.coreset(points, _mask(10, [0, 1]), 5)
+    picks = coreset.coreset(points, _mask(10, [0, 1]), 5)
     assert len(set(picks.tolist())) == 5 and not {0, 1} & set(picks.tolist())
 
 
@@ -117,9 +119,9 @@ def test_entropy_and_margin_known_answers():
     logits = np.log(np.array([[0.98, 0.01, 0.01], [0.34, 0.33, 0.33], [0.5, 0.5, 0.0001], [0.6, 0.3, 0.1],
                               [0.9, 0.05, 0.05]], np.float32))
     # entropy: 1 (near uniform) > 3 > 2 > 4 > 0; margin (p1 - p2): 2 (0) < 1 (0.01) < 3 (0.3) < 4 < 0
-    assert queries.entropy(logits, _mask(5, []), 3).tolist() == [1, 3, 2]
-    assert queries.margin(logits, _mask(5, []), 3).tolist() == [2, 1, 3]
-    assert queries.margin(logits, _mask(5, [2]), 2).tolist() == [1, 3]
+    assert uncertainty.entropy(logits, _mask(5, []), 3).tolist() == [1, 3, 2]
+    assert uncertainty.margin(logits, _mask(5, []), 3).tolist() == [2, 1, 3]
+    assert uncertainty.margin(logits, _mask(5, [2]), 2).tolist() == [1, 3]
 
 
 def _two_unit_head():
@@ -135,13 +137,13 @@ def test_bald_scores_disagreement_not_uncertainty():
     head = {"kernel": jnp.concatenate([_two_unit_head()["kernel"], jnp.array([[4.0, 4.0, 0.0]])]),
             "bias": jnp.array([0.0, 0.0, -30.0])}  # class 2 never: every pass splits classes 0 and 1
     key = jax.random.key(0)
-    scores = queries.bald_scores(head, emb, key, passes=200)
+    scores = uncertainty.mc_scores(uncertainty.mutual_information, head, emb, key, passes=200)
     assert scores[1] > 0.2
     assert abs(scores[0]) < 1e-5 and abs(scores[2]) < 1e-5  # dropout cannot make these passes disagree
-    logits = np.asarray(queries.head_logits(head, emb))
-    assert queries.entropy(logits, _mask(4, [0]), 1).tolist() == [1]  # entropy ties points 1 and 2 ...
-    assert queries.entropy(logits, _mask(4, [0, 1]), 1).tolist() == [2]  # ... BALD tells them apart
-    assert queries.bald(head, emb, _mask(4, []), 1, key, passes=200).tolist() == [1]
+    logits = np.asarray(head_logits(head, emb))
+    assert uncertainty.entropy(logits, _mask(4, [0]), 1).tolist() == [1]  # entropy ties points 1 and 2 ...
+    assert uncertainty.entropy(logits, _mask(4, [0, 1]), 1).tolist() == [2]  # ... BALD tells them apart
+    assert uncertainty.bald(head, emb, _mask(4, []), 1, key, passes=200).tolist() == [1]
 
 
 def test_bald_uses_the_passes_and_keys_of_mcdropout():
@@ -149,19 +151,35 @@ def test_bald_uses_the_passes_and_keys_of_mcdropout():
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((30, 4)).astype(np.float32)
     head, key, passes = _two_unit_head(), jax.random.key(5), 16
-    probs = np.stack([np.asarray(jax.nn.softmax(queries.head_logits(head, queries.dropout(emb, k, 0.5)), -1))
+    probs = np.stack([np.asarray(jax.nn.softmax(head_logits(head, dropout(emb, k, 0.5)), -1))
                       for k in jax.random.split(jax.random.fold_in(key, 0), passes)])
     predicted = np.argmax(emb @ np.asarray(head["kernel"]), -1)
-    np.testing.assert_allclose(queries.mc_dropout_scores(head, emb, key, passes=passes),
+    np.testing.assert_allclose(uncertainty.mc_scores(uncertainty.class_variance, head, emb, key, passes=passes),
                                probs[:, np.arange(30), predicted].var(0), rtol=1e-4, atol=1e-7)
     def h(p):
         return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0), -1)
-    np.testing.assert_allclose(queries.bald_scores(head, emb, key, passes=passes),
+    np.testing.assert_allclose(uncertainty.mc_scores(uncertainty.mutual_information, head, emb, key, passes=passes),
                                h(probs.mean(0)) - h(probs).mean(0), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("statistic", [uncertainty.class_variance, uncertainty.mutual_information])
+def test_mc_scores_chunk_i_uses_fold_in_key_i(statistic):
+    """The pool is scored in chunks, chunk i with key fold_in(key, i): the chunking is part of the keys."""
+    emb = np.random.default_rng(1).standard_normal((30, 4)).astype(np.float32)
+    head, key = _two_unit_head(), jax.random.key(2)
+    want = np.concatenate([np.asarray(statistic(head, emb[s:s + 8], jax.random.fold_in(key, i), passes=4, rate=0.5))
+                           for i, s in enumerate(range(0, 30, 8))])
+    np.testing.assert_array_equal(uncertainty.mc_scores(statistic, head, emb, key, passes=4, chunk=8), want)
+
+
 def test_registry_is_what_validation_and_the_cli_offer():
-    from inas_jax.config import RunConfig
     assert {"sr", "mcdropout", "coreset", "random", "entropy", "margin", "bald", "badge", "typiclust"} == \
         set(queries.QUERIES)
-    assert all(name in RunConfig.__dataclass_fields__["query"].metadata["help"] for name in queries.QUERIES)
+    assert all(name in config.RunConfig.__dataclass_fields__["query"].metadata["help"] for name in queries.QUERIES)
+
+
+def test_registered_names_are_config_query_help_with_its_help():
+    """config names the queries (validation loads no jax); one function is registered for each."""
+    assert set(queries.QUERIES) == set(config.QUERY_HELP)
+    assert all(q.help == config.QUERY_HELP[name] for name, q in queries.QUERIES.items())
+    assert [name for name, q in queries.QUERIES.items() if not q.uses_model] == ["random"]

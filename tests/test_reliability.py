@@ -204,6 +204,6 @@ def test_real_command_reports_bad_flag_in_one_line():
     proc = subprocess.run([sys.executable, "-m", "inas_jax.main", "--query=uncertainty"], capture_output=True, text=True,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert proc.returncode == 2
-    from inas_jax.queries.registry import QUERIES
+    from inas_jax.queries import QUERIES
     assert proc.stderr.strip().splitlines() == ["error: --query='uncertainty' is unknown: choose one of "
                                                 + ", ".join(QUERIES)]

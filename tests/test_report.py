@@ -5,7 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from inas_jax.report import report
+from inas_jax.report import checking, cli, plots, tables
+from inas_jax.report import statistics as st
 
 
 def _results(strategy, query, seed, accs, arch=(1, 1), cpu=None, **settings):
@@ -27,27 +28,27 @@ def _write_run(path, strategy, query, seed, accs, arch=(1, 1), cpu=None, **setti
 
 def _report(capsys, *args):
     """(exit status, stderr lines) of the report command run in-process."""
-    status = report.main([str(a) for a in args])
+    status = cli.main([str(a) for a in args])
     return status, capsys.readouterr().err.strip().splitlines()
 
 
 def test_area_under_curve():
-    assert report.area_under_curve(np.array([100, 200, 300]), np.array([0.5, 0.7, 0.7])) == pytest.approx(0.65)
-    assert report.area_under_curve(np.array([100]), np.array([0.4])) == 0.4
+    assert st.area_under_curve(np.array([100, 200, 300]), np.array([0.5, 0.7, 0.7])) == pytest.approx(0.65)
+    assert st.area_under_curve(np.array([100]), np.array([0.4])) == 0.4
 
 
 def test_seeds_are_grouped_into_mean_and_std(tmp_path):
     _write_run(tmp_path / "a", "inas", "sr", 0, [0.5, 0.7, 0.8])
     _write_run(tmp_path / "b", "inas", "sr", 1, [0.7, 0.9])
     _write_run(tmp_path / "c", "fixed", "sr", 0, [0.4, 0.6], arch=(2, 4))
-    groups = report.group_runs(report.load_runs([str(tmp_path / "*")]))
+    groups = checking.group_runs(checking.load_runs([str(tmp_path / "*")]))
     assert set(groups) == {("digits", "iNAS", "sr"), ("digits", "A(2,4)", "sr")}
-    labels, mean, std = report.curve(groups[("digits", "iNAS", "sr")])
+    labels, mean, std = st.curve(groups[("digits", "iNAS", "sr")])
     assert labels.tolist() == [100, 200]  # only rounds every seed completed
     np.testing.assert_allclose(mean, [0.6, 0.8])
     np.testing.assert_allclose(std, [0.1 * 2 ** 0.5, 0.1 * 2 ** 0.5])  # sample std, ddof=1
-    assert "| digits | iNAS | sr | 2 | 100-200 | 0.7000 +- 0.1414 |" in report.summary_table(groups)
-    assert "| digits | A(2,4) | sr | 1 | 100-200 | 0.5000 (one seed) |" in report.summary_table(groups)
+    assert "| digits | iNAS | sr | 2 | 100-200 | 0.7000 +- 0.1414 |" in tables.summary_table(groups)
+    assert "| digits | A(2,4) | sr | 1 | 100-200 | 0.5000 (one seed) |" in tables.summary_table(groups)
 
 
 def test_paired_differences_match_seeds(tmp_path):
@@ -57,7 +58,7 @@ def test_paired_differences_match_seeds(tmp_path):
     _write_run(tmp_path / "r1", "inas", "random", 1, [0.6, 0.6, 0.9])  # a third round the pair lacks
     _write_run(tmp_path / "f0", "fixed", "sr", 0, [0.4, 0.6], arch=(1, 2))
     _write_run(tmp_path / "f7", "fixed", "sr", 7, [0.1, 0.1], arch=(1, 2))  # no iNAS seed 7: unpaired
-    table = report.paired_table(report.group_runs(report.load_runs([str(tmp_path / "*")])))
+    table = tables.paired_table(checking.group_runs(checking.load_runs([str(tmp_path / "*")])))
     assert "| digits | iNAS: sr - random | 2 | +0.1000 +- 0.0000 | [+0.1000, +0.1000] | sr better | " \
            "+0.1000, +0.1000 |" in table
     assert "| digits | sr: iNAS - A(1,2) | 1 | +0.1000 +- 0.0000 | n/a | one seed: no interval | +0.1000 |" in table
@@ -67,14 +68,14 @@ def test_paired_differences_match_seeds(tmp_path):
 def test_paired_t_interval_and_findings(tmp_path):
     """Three seeds: the 95% paired-t interval mean +- 4.303 sd / sqrt(3); a finding only when it excludes 0."""
     diffs = [0.01, 0.03, 0.05]
-    low, high = report.t_interval(diffs)
+    low, high = st.t_interval(diffs)
     assert (low, high) == pytest.approx((0.03 - 4.303 * 0.02 / 3 ** 0.5, 0.03 + 4.303 * 0.02 / 3 ** 0.5))
-    assert report.t_interval([0.1]) is None
+    assert st.t_interval([0.1]) is None
     for seed, (fixed, inas) in enumerate([(0.5, 0.6), (0.5, 0.45), (0.5, 0.58)]):  # mixed signs
         _write_run(tmp_path / f"i{seed}", "inas", "sr", seed, [inas, inas])
         _write_run(tmp_path / f"f{seed}", "fixed", "sr", seed, [fixed, fixed], arch=(2, 4))
         _write_run(tmp_path / f"r{seed}", "inas", "random", seed, [inas - 0.05, inas - 0.04 - 0.01 * seed])
-    table = report.paired_table(report.group_runs(report.load_runs([str(tmp_path / "*")])))
+    table = tables.paired_table(checking.group_runs(checking.load_runs([str(tmp_path / "*")])))
     assert "| digits | sr: iNAS - A(2,4) | 3 |" in table and "| inconclusive |" in table
     assert "| digits | iNAS: sr - random | 3 |" in table and "| sr better |" in table
 
@@ -82,7 +83,7 @@ def test_paired_t_interval_and_findings(tmp_path):
 def test_accuracy_table_with_a_reference_row(tmp_path, capsys):
     _write_run(tmp_path / "runs" / "a", "inas", "sr", 0, [0.5, 0.7])
     _write_run(tmp_path / "runs" / "b", "inas", "sr", 1, [0.7, 0.9])
-    table = report.accuracy_table(report.group_runs(report.load_runs([str(tmp_path / "runs" / "*")])),
+    table = tables.accuracy_table(checking.group_runs(checking.load_runs([str(tmp_path / "runs" / "*")])),
                                   {"ResNet-18": {100: 0.47, 150: 0.52, 200: 0.58, 300: 0.67}})
     assert table.splitlines()[0] == "| dataset | strategy | query | seeds | 100 | 200 |"
     assert "| digits | iNAS | sr | 2 | 0.600 +- 0.141 | 0.800 +- 0.141 |" in table
@@ -101,9 +102,9 @@ def test_accuracy_plots_draw_the_reference(tmp_path):
     import matplotlib.pyplot as plt
 
     _write_run(tmp_path / "runs" / "a", "inas", "sr", 0, [0.5, 0.7])
-    groups = report.group_runs(report.load_runs([str(tmp_path / "runs" / "*")]))
+    groups = checking.group_runs(checking.load_runs([str(tmp_path / "runs" / "*")]))
     _, ax = plt.subplots()
-    report._plot_lines(ax, [("iNAS", groups[("digits", "iNAS", "sr")])], "t", {"ResNet-18": {200: 0.58, 100: 0.47}})
+    plots.plot_lines(ax, [("iNAS", groups[("digits", "iNAS", "sr")])], "t", {"ResNet-18": {200: 0.58, 100: 0.47}})
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert set(lines) == {"iNAS (n=1)", "ResNet-18"}
     assert list(lines["ResNet-18"].get_xdata()) == [100, 200] and list(lines["ResNet-18"].get_ydata()) == [0.47, 0.58]
@@ -118,17 +119,17 @@ def test_cost_table_and_compute_plot(tmp_path):
         _write_run(tmp_path / "runs" / f"f{seed}", "fixed", "sr", seed, [0.5, 0.6], arch=(2, 4),
                    cpu={"search": 0.0, "train": 3600.0, "query": 36.0})
     _write_run(tmp_path / "runs" / "old", "fixed", "random", 0, [0.4, 0.5], arch=(2, 4))  # no cpu_seconds
-    groups = report.group_runs(report.load_runs([str(tmp_path / "runs" / "*")]))
-    table = report.cost_table(groups)
+    groups = checking.group_runs(checking.load_runs([str(tmp_path / "runs" / "*")]))
+    table = tables.cost_table(groups)
     # iNAS: 2 rounds x (1 + 0.5|1.0 + 0.01) h; fixed: 2 x 1.01 h -> ratios 2.51/1.01... per seed
     ratios = [(1 + 0.5 + 0.01) / 1.01, (1 + 1.0 + 0.01) / 1.01]
     assert f"| digits | iNAS | sr | 2 | 2.00 | 1.50 | 0.020 | 3.52 | {np.mean(ratios):.2f}x +- " \
            f"{np.std(ratios, ddof=1):.2f} A(2,4) |" in table
     assert "| digits | A(2,4) | sr | 2 | 0.00 | 2.00 | 0.020 | 2.02 |  |" in table
     assert "random" not in table  # runs without cpu_seconds have no cost row
-    np.testing.assert_allclose(report.cumulative_cpu_hours(groups[("digits", "iNAS", "sr")]),
+    np.testing.assert_allclose(st.cumulative_cpu_hours(groups[("digits", "iNAS", "sr")]),
                                [1.51 + 0.25, 2 * (1.51 + 0.25)])
-    written = report.write_report(report.load_runs([str(tmp_path / "runs" / "*")]), str(tmp_path / "out"))
+    written = cli.write_report(checking.load_runs([str(tmp_path / "runs" / "*")]), str(tmp_path / "out"))
     assert str(tmp_path / "out" / "compute.png") in written
     assert "Compute per run" in (tmp_path / "out" / "summary.md").read_text()
 
@@ -137,7 +138,7 @@ def test_architecture_table_lists_every_inas_run(tmp_path):
     _write_run(tmp_path / "a0", "inas", "sr", 0, [0.5, 0.7, 0.8])
     _write_run(tmp_path / "a1", "inas", "sr", 1, [0.6, 0.8])
     _write_run(tmp_path / "f0", "fixed", "sr", 0, [0.4, 0.6], arch=(1, 2))
-    table = report.architecture_table(report.group_runs(report.load_runs([str(tmp_path / "*")])))
+    table = tables.architecture_table(checking.group_runs(checking.load_runs([str(tmp_path / "*")])))
     lines = table.splitlines()
     assert lines[0] == "| dataset | query | seed | 100 | 200 | 300 |"
     assert lines[2:] == ["| digits | sr | 0 | A(1,1) | A(2,1) | A(3,1) |", "| digits | sr | 1 | A(1,1) | A(2,1) |  |"]
@@ -151,7 +152,8 @@ def test_report_command_writes_pngs(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["architectures.png", "compare_random.png", "compare_sr.png", "curves_iNAS.png", "summary.md"]
+    assert names == ["architectures.png", "compare_random.png", "compare_sr.png", "curves_iNAS.png", "numbers.md",
+                     "summary.md"]
     assert all((out / n).read_bytes()[:4] == b"\x89PNG" for n in names if n.endswith(".png"))
     assert "| digits | sr | 0 | A(1,1) | A(2,1) |" in (out / "summary.md").read_text()
     bad = subprocess.run([sys.executable, "-m", "inas_jax.report", str(tmp_path / "nothing")],
@@ -231,9 +233,9 @@ def test_the_same_run_given_twice_counts_once(tmp_path, capsys):
     (tmp_path / "link").symlink_to(tmp_path / "runs" / "a")
     given = [tmp_path / "runs" / "a", tmp_path / "runs" / "a" / "results.json", tmp_path / "link",
              tmp_path / "link" / "results.json", tmp_path / "runs" / "*"]
-    runs = report.load_runs([str(p) for p in given])
+    runs = checking.load_runs([str(p) for p in given])
     assert sorted(r["config"]["seed"] for r in runs) == [0, 1]
-    assert "| digits | iNAS | sr | 2 | 100-200 | 0.7000 +- 0.1414 |" in report.summary_table(report.group_runs(runs))
+    assert "| digits | iNAS | sr | 2 | 100-200 | 0.7000 +- 0.1414 |" in tables.summary_table(checking.group_runs(runs))
     (tmp_path / "copy").mkdir()
     (tmp_path / "copy" / "results.json").write_bytes((tmp_path / "runs" / "a" / "results.json").read_bytes())
     status, err = _report(capsys, f"--out={tmp_path / 'out'}", tmp_path / "runs" / "*", tmp_path / "copy")
@@ -259,10 +261,10 @@ def test_a_run_recorded_before_xla_max_channels_existed_is_a_seed_of_the_curve_w
     """Records without xla_max_channels ran with the lowering xla_max_channels=0 keeps: one curve."""
     _write_run(tmp_path / "old", "inas", "sr", 0, [0.5, 0.7], model={"width": 8})
     _write_run(tmp_path / "new", "inas", "sr", 1, [0.7, 0.9], model={"width": 8, "xla_max_channels": 0})
-    assert [len(g) for g in report.group_runs(report.load_runs([str(tmp_path / "*")])).values()] == [2]
+    assert [len(g) for g in checking.group_runs(checking.load_runs([str(tmp_path / "*")])).values()] == [2]
     _write_run(tmp_path / "fast", "inas", "sr", 2, [0.7, 0.9], model={"width": 8, "xla_max_channels": 16})
-    with pytest.raises(report.ReportError, match="differ in model.xla_max_channels: (0 vs 16|16 vs 0)"):
-        report.group_runs(report.load_runs([str(tmp_path / "*")]))
+    with pytest.raises(checking.ReportError, match="differ in model.xla_max_channels: (0 vs 16|16 vs 0)"):
+        checking.group_runs(checking.load_runs([str(tmp_path / "*")]))
 
 
 def test_seeds_with_different_round_counts_are_reported_with_a_warning(tmp_path, capsys):
@@ -273,7 +275,7 @@ def test_seeds_with_different_round_counts_are_reported_with_a_warning(tmp_path,
     assert status == 0 and err == [f"warning: digits A(2,4) sr: seeds completed different numbers of rounds "
                                    f"({a}: 3, {b}: 2); its curve and tables use the first 2"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "compare_random.png", "compare_sr.png", "curves_A2x4.png", "summary.md"]
+        "compare_random.png", "compare_sr.png", "curves_A2x4.png", "numbers.md", "summary.md"]
 
 
 def test_paper_experiment_commands():
@@ -288,14 +290,19 @@ def test_paper_experiment_commands():
     study = paper.commands("cifar_cpu", "npz:../shared/data/cifar10.npz", [0, 1], None)
     assert len(study) == 2 * 4 * 3 and all("--preset=cifar_cpu" in c for c in study)
     assert "--workdir=runs/cifar_cpu/cifar10_fixed2x4_random_seed1" in study[-1]
-    plateau = [" ".join(c) for c in paper.commands("cifar_plateau", "npz:data/cifar10.npz", [0, 1, 2], None)]
-    assert len(plateau) == 3 * (4 + 2 + 9) and all("--preset=cifar_plateau" in c for c in plateau)
+    plateau = [" ".join(c) for c in paper.commands("cifar_plateau", "npz:data/cifar10.npz", None, None)]
+    assert len(plateau) == 3 * 4 + 3 * 2 + 5 * 3 + 3 * 4 and all("--preset=cifar_plateau" in c for c in plateau)
     first_tier = [c.split("--workdir=runs/cifar_plateau/")[1].split()[0] for c in plateau[:12]]
     assert first_tier[:4] == ["cifar10_inas_random_seed0", "cifar10_fixed2x4_random_seed0", "cifar10_inas_sr_seed0",
                               "cifar10_fixed2x4_sr_seed0"]
     assert {n.rsplit("_seed", 1)[0] for n in first_tier} == {"cifar10_inas_random", "cifar10_fixed2x4_random",
                                                                "cifar10_inas_sr", "cifar10_fixed2x4_sr"}
-    later = [c.split("--query=")[1].split()[0] for c in plateau[18:]]  # after tiers 1 and 2: one query at a time
-    assert later == ["coreset"] * 9 + ["mcdropout"] * 9 + ["typiclust"] * 9
+    replication = plateau[18:33]  # declared 2026-12-07: the architecture comparison under random, seeds 3-7
+    assert all("--query=random" in c for c in replication)
+    assert sorted({int(c.split("--seed=")[1].split()[0]) for c in replication}) == [3, 4, 5, 6, 7]
+    family = plateau[33:]  # the query family on fixed A(1,2), seeds 0-2
+    assert all("--arch=1,2" in c for c in family)
+    assert [c.split("--query=")[1].split()[0] for c in family] == ["coreset", "mcdropout", "typiclust", "badge"] * 3
+    assert len(paper.commands("cifar_plateau", "npz:data/cifar10.npz", [0, 1, 2], None)) == 12 + 6 + 12
     sener = paper.commands("sener", "cifar10", [0], None)
     assert all("--query_sizes=5000,5000,5000,30000" in c for c in sener)

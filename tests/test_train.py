@@ -46,10 +46,18 @@ def test_resume_mid_training_equals_uninterrupted(digits):
     model = _model(Arch(1, 1), digits)
     full = train(model, x, y, cfg, jax.random.key(5))
     saved = {}
-    train(model, x, y, cfg.replace(epochs=3), jax.random.key(5),
-          on_epoch=lambda e, s, h: saved.setdefault(e, (jax.device_get(s), list(h))))
+
+    class Keep:
+        resume = None
+
+        def save(self, epoch, state, history):
+            saved.setdefault(epoch, (jax.device_get(state), list(history)))
+
+    train(model, x, y, cfg.replace(epochs=3), jax.random.key(5), checkpoint=Keep())
     state1, hist1 = saved[1]
-    resumed = train(model, x, y, cfg, jax.random.key(5), resume=(1, state1, hist1))
+    resume = Keep()
+    resume.resume = (1, state1, hist1)
+    resumed = train(model, x, y, cfg, jax.random.key(5), checkpoint=resume)
     for la, lb in zip(_leaves(full.state), _leaves(resumed.state)):
         np.testing.assert_array_equal(la, lb)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, results_of, run_cli, without_timings
-from inas_jax.store.store import RunStore
+from inas_jax.store import RunStore
 from inas_jax.config import from_preset
 
 FIXED = TINY + ["--strategy=fixed", "--arch=1,1"]
@@ -44,7 +44,7 @@ def test_a_second_run_on_a_locked_workdir_is_refused_naming_the_holder(tmp_path,
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    code = ("import sys, os; from inas_jax.store.store import RunStore; from inas_jax.config import from_preset; "
+    code = ("import sys, os; from inas_jax.store import RunStore; from inas_jax.config import from_preset; "
             f"s = RunStore({str(tmp_path)!r}, from_preset()); s.open(); os.kill(os.getpid(), 9)")
     proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert proc.returncode == -9
@@ -165,16 +165,16 @@ def test_ctrl_c_is_one_line_and_exit_130_then_resumes(tmp_path, capsys, monkeypa
 
 
 def test_a_failed_write_is_one_error_line_and_the_workdir_stays_resumable(tmp_path, capsys, monkeypatch, finished):
-    from inas_jax.store import store as checkpoint
+    from inas_jax.store import rounds
     _, _, want = finished
-    real = checkpoint.write_json
+    real = rounds.write_json
 
     def full_disk(path, obj):
         if path.name == "results.json":
             raise OSError(28, "No space left on device", str(path))
         return real(path, obj)
 
-    monkeypatch.setattr(checkpoint, "write_json", full_disk)
+    monkeypatch.setattr(rounds, "write_json", full_disk)
     assert run_cli(FIXED + [f"--workdir={tmp_path}"]) == 1
     line = _one_error_line(capsys)
     assert "results.json: No space left on device" in line and "resumable" in line

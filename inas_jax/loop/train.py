@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -24,6 +24,7 @@ from inas_jax.loop.augment import augment
 from inas_jax.config import TrainConfig
 from inas_jax.model.network import Model
 from inas_jax.loop.permutations import permutations
+from inas_jax.loop.state import TrainingCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -253,16 +254,15 @@ class TrainResult:
 
 def train(model: Model, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, key: jax.Array, *,
           val: tuple[np.ndarray, np.ndarray] | None = None,
-          resume: tuple[int, TrainState, list[dict]] | None = None,
-          on_epoch: Callable[[int, TrainState, list[dict]], None] | None = None,
+          checkpoint: TrainingCheckpoint | None = None,
           capacity: int | None = None, label: str = "") -> TrainResult:
     """Trains `model` from scratch on (x (N,H,W,C) uint8, y (N,)) for cfg.epochs epochs.
 
     key fixes the initial weights (fold_in 0) and every epoch's sampling and augmentation
     (fold_in epoch+1), so a run resumed at epoch e from `resume=(e, state, history)` continues
-    exactly as the uninterrupted run. With `val`, every epoch is scored on it and the best
-    accuracy is returned (iNAS candidates). `on_epoch(epochs_done, state, history)` is called after
-    each epoch (checkpointing). `capacity` pads x and y on the device to that many rows (never
+    exactly as the uninterrupted run: `checkpoint.resume` is where it starts ((epochs done, state,
+    history) or None), and `checkpoint.save(epochs_done, state, history)` is called after each epoch.
+    With `val`, every epoch is scored on it and the best accuracy is returned (iNAS candidates). `capacity` pads x and y on the device to that many rows (never
     sampled), so trainings on growing labelled sets share one compiled step. Progress is logged
     for the last epoch and whenever 10 s passed since the last line. Raises TrainingDiverged on a
     non-finite loss or non-finite final parameters.
@@ -270,6 +270,7 @@ def train(model: Model, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, key: jax
     check_batch_divisible(cfg.batch_size)
     label = label or str(model.arch)
     model, x_dev, y_dev = _placed(model, x, y, capacity)
+    resume = checkpoint.resume if checkpoint is not None else None
     if resume is None:
         start, state, history = 0, init_state(model, cfg, jax.random.fold_in(key, 0), x.shape[1:]), []
     else:
@@ -295,8 +296,8 @@ def train(model: Model, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, key: jax
             log.info("%s epoch %d/%d loss %.4f train_acc %.3f%s (%.1fs)", label, epoch + 1, cfg.epochs,
                      loss, record["train_accuracy"],
                      f" val_acc {record['val_accuracy']:.3f}" if val is not None else "", record["seconds"])
-        if on_epoch is not None:
-            on_epoch(epoch + 1, state, history)
+        if checkpoint is not None:
+            checkpoint.save(epoch + 1, state, history)
     if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves((state.params, state.batch_stats))):
         raise TrainingDiverged(f"{label}: a parameter is not finite after training; lower the learning rate "
                                "or check the data")

@@ -1,4 +1,4 @@
 """`python -m inas_jax.report`: the report of a set of results.json files."""
-from inas_jax.report.report import run
+from inas_jax.report.cli import run
 
 run()

@@ -1,16 +1,27 @@
 """Transparent huge pages for glibc's large allocations, so XLA:CPU's per-step buffers fault in cheaply.
 
-XLA:CPU allocates the temporaries of every execution (209 MB for an A(1,1) training step at width
-64, batch 128; more for deeper nets) with posix_memalign. glibc serves requests that large from a
-fresh mmap and unmaps them on free, so every step faults every page in again, 4 KiB at a time:
-53,600 minor faults and ~20% of an A(1,1) step on a 2-core CPU (178,000 and ~25% for A(2,2)).
-glibc's tunable `glibc.malloc.hugetlb=1` makes malloc advise the kernel to back those mappings with
-2 MiB transparent huge pages: ~600 faults per step, and peak memory grows ~10%. (Keeping freed
-blocks in the heap with mallopt instead was as fast but doubled peak memory through fragmentation.)
+Every training step allocates large buffers: the new state and activations it returns, and the
+temporaries XLA:CPU's compiled code needs (209 MB for an A(1,1) step at width 64, batch 128; more for
+deeper nets), all with posix_memalign. glibc serves requests that large from a fresh mmap and unmaps
+them on free, so every step faults every page in again, 4 KiB at a time: tens of thousands of minor
+faults per step and a fifth or more of a step's time on a small CPU. glibc's tunable
+`glibc.malloc.hugetlb=1` makes malloc advise the kernel to back those mappings with 2 MiB transparent
+huge pages: a few hundred faults per step, and peak memory grows ~10%. (Keeping freed blocks in the
+heap with mallopt instead was as fast but doubled peak memory through fragmentation.)
+
+Where it pays: on every jax the README supports, so the restart is not bound to a jax version.
+Measured with experiments/bench_train.py (minor faults per step and images/s, with and without
+INAS_JAX_DEFAULT_MALLOC=1) on Python 3.11 with jax 0.10.2, the newest jax there, and on Python 3.12
+with jax 0.12.1, the newest jax; jax 0.11.0-0.12.0 fault in the same way (tests/test_allocator.py's
+method). jax 0.12.1's XLA:CPU compiles some functions without their large temporary (a matmul whose
+product feeds another matmul and a sum, which an earlier test timed, among them), but a training
+step's buffers still fault in on every step without the tunable, as before. If a jax release stops faulting them in,
+tests/test_allocator.py fails on it: measure again and bound the restart here then.
+
 glibc reads tunables only at process start, so the command-line entry points call
-`reexec_with_huge_pages()` first, which restarts the interpreter once with the tunable in
-GLIBC_TUNABLES. Library users can export GLIBC_TUNABLES=glibc.malloc.hugetlb=1 themselves.
-INAS_JAX_DEFAULT_MALLOC=1 opts out.
+`reexec_with_huge_pages()` first, before any heavy import (jax, numpy), which restarts the
+interpreter once with the tunable in GLIBC_TUNABLES. Library users can export
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1 themselves. INAS_JAX_DEFAULT_MALLOC=1 opts out.
 Needs glibc >= 2.35 and transparent huge pages set to `madvise` or `always` (most Linux kernels);
 elsewhere it changes nothing.
 """
@@ -22,6 +33,10 @@ import sys
 
 TUNABLE = "glibc.malloc.hugetlb=1"
 OPT_OUT = "INAS_JAX_DEFAULT_MALLOC"
+# Set to the process id by the restart: the restarted process (same PID) never restarts again, even
+# where GLIBC_TUNABLES does not survive exec (a secure-mode binary, a wrapper that resets it). Child
+# processes have other PIDs, so each of them still gets its one restart.
+RESTARTED = "INAS_JAX_HUGE_PAGES_RESTARTED"
 
 
 def is_glibc() -> bool:
@@ -40,14 +55,24 @@ def with_huge_pages(env) -> dict:
     return {**env, "GLIBC_TUNABLES": ":".join(tunables + [TUNABLE])}
 
 
+def restart_wanted(env=None, pid: int | None = None) -> bool:
+    """Whether `reexec_with_huge_pages` would restart a process with `env` and `pid` (default: this one)."""
+    env = os.environ if env is None else env
+    pid = os.getpid() if pid is None else pid
+    if env.get(OPT_OUT) or huge_pages_active(env) or env.get(RESTARTED) == str(pid):
+        return False
+    return is_glibc() and bool(sys.executable)
+
+
 def reexec_with_huge_pages() -> None:
-    """Restarts this Python process (same command line, same PID) with the tunable set, once.
+    """Restarts this Python process (same command line, same PID) with the tunable set, at most once.
 
     Call it first in a program's __main__, before heavy imports. A no-op off glibc, when the
-    tunable is already set, or with INAS_JAX_DEFAULT_MALLOC set to a non-empty value.
+    tunable is already set, after this process's own restart, or with INAS_JAX_DEFAULT_MALLOC set to
+    a non-empty value.
     """
-    if os.environ.get(OPT_OUT) or huge_pages_active() or not is_glibc():
+    if not restart_wanted():
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, with_huge_pages(os.environ))
+    os.execve(sys.executable, sys.orig_argv, {**with_huge_pages(os.environ), RESTARTED: str(os.getpid())})

@@ -1,0 +1,101 @@
+"""convergence.md: the plateau check of a study (experiments/convergence.py's convergence.json) as the
+numbers its text quotes, each rounded once: test accuracy at the preset's training length S, 2S and
+4S per (architecture, labels, seed), whether doubling S moved it by under a point, and how much an AUC
+could move where the plateau is uncertain (4S - S times the label count's weight in the AUC)."""
+from __future__ import annotations
+
+import numpy as np
+
+from inas_jax.model.search_space import Arch
+from inas_jax.report.tables import points, table
+
+RULE = 0.01  # converged: doubling S moves test accuracy by less than one point
+
+
+def auc_weights(labels: list[int]) -> dict[int, float]:
+    """Each label count's weight in the trapezoidal AUC over `labels` (mean accuracy over the range)."""
+    labels = sorted(labels)
+    if len(labels) < 2:
+        return {n: 1.0 for n in labels}
+    span = labels[-1] - labels[0]
+    edges = [labels[0]] + labels + [labels[-1]]
+    return {n: (edges[i + 2] - edges[i]) / 2 / span for i, n in enumerate(labels)}
+
+
+def _cells(cells: list[dict]) -> dict[tuple, dict[int, dict]]:
+    """{(labels, arch, seed): {training samples: cell}}."""
+    out: dict[tuple, dict[int, dict]] = {}
+    for c in cells:
+        out.setdefault((c["labels"], Arch.from_json(c["arch"]), c["seed"]), {})[c["samples"]] = c
+    return out
+
+
+def schedule_table(cells: list[dict], passes: float) -> tuple[str, list[tuple]]:
+    """The S / 2S / 4S table (S = passes x labels samples); also (labels, arch, seed, 4S - S) of every
+    cell measured at S and 4S."""
+    rows, moves = [], []
+    for (n, arch, seed), by in sorted(_cells(cells).items()):
+        s = round(passes * n)
+        if s not in by or not ({2 * s, 4 * s} & set(by)):
+            continue
+        acc = [by[k]["test_accuracy"] if k in by else None for k in (s, 2 * s, 4 * s)]
+        changes = [points(b - a) if a is not None and b is not None else "n/a" for a, b in zip(acc, acc[1:])]
+        converged = "n/a" if acc[1] is None else "yes" if abs(acc[1] - acc[0]) < RULE else "no"
+        if acc[2] is not None:
+            moves.append((n, arch, seed, acc[2] - acc[0]))
+        rows.append([str(arch), f"{n:,}", str(seed), f"{s:,}"] + ["n/a" if a is None else f"{a:.4f}" for a in acc]
+                    + [", ".join(changes), "n/a" if acc[2] is None else points(acc[2] - acc[0]), converged])
+    header = ["arch", "labels", "seed", "S (samples)", "test accuracy at S", "at 2S", "at 4S",
+              "change S -> 2S, 2S -> 4S (points)", "4S - S (points)",
+              f"converged at S? (S -> 2S under {100 * RULE:g} point)"]
+    return table(header, rows), moves
+
+
+def bound_table(moves: list[tuple], weights: dict[int, float]) -> str:
+    """Mean 4S - S over seeds per (arch, labels), and times the label count's AUC weight."""
+    by: dict[tuple, list[float]] = {}
+    for n, arch, _, move in moves:
+        by.setdefault((n, arch), []).append(move)
+    rows = []
+    for (n, arch), values in sorted(by.items()):
+        weight = weights.get(n)
+        rows.append([str(arch), f"{n:,}", str(len(values)), points(float(np.mean(values))),
+                     "n/a" if weight is None else f"{weight:.2f}",
+                     "n/a" if weight is None else f"{100 * weight * float(np.mean(values)):+.2f}"])
+    return table(["arch", "labels", "seeds", "mean 4S - S (points)", "AUC weight of the label count",
+                  "mean 4S - S x weight (AUC points)"], rows)
+
+
+def all_cells_table(cells: list[dict]) -> str:
+    """Every cell: test accuracy (and final training loss) at each training length, in order."""
+    rows = []
+    for (n, arch, seed), by in sorted(_cells(cells).items()):
+        parts, previous = [], None
+        for samples, c in sorted(by.items()):
+            change = "" if previous is None else f", {points(c['test_accuracy'] - previous)}"
+            parts.append(f"{samples:,}: {c['test_accuracy']:.4f} (loss {c['final_train_loss']:.2f}{change})")
+            previous = c["test_accuracy"]
+        rows.append([str(arch), f"{n:,}", str(seed), "; ".join(parts)])
+    return table(["arch", "labels", "seed", "training samples: test accuracy (final training loss, change in "
+                  "points)"], rows)
+
+
+def convergence_text(cells: list[dict], passes: float, labels: list[int]) -> str:
+    """The text of convergence.md: `cells` as convergence.json holds them, the preset's passes over the
+    labelled set (S = passes x labels), the study's label counts (for the AUC weights)."""
+    weights = auc_weights(labels)
+    schedule, moves = schedule_table(cells, passes)
+    measured = {n for n, *_ in moves}
+    unmeasured = [f"{n:,} (AUC weight {weights[n]:.2f})" for n in sorted(weights) if n not in measured]
+    largest = max(moves, key=lambda m: abs(m[3]), default=None)
+    lines = ["# Convergence: is the preset's training a plateau?", "",
+             "Generated by `python experiments/study.py report` from convergence.json (experiments/convergence.py); "
+             "each value rounded once, where it is printed. S: the preset's final training length "
+             f"({passes:g} passes over the labelled set).", "", schedule, bound_table(moves, weights)]
+    if largest is not None:
+        worst = max(weights.get(n, 0.0) for n in weights if n not in measured) if unmeasured else 0.0
+        lines += [f"Label counts of the study with no cell at S and 4S: {', '.join(unmeasured) or 'none'}.", "",
+                  f"Largest |4S - S| of any cell: {100 * abs(largest[3]):.1f} points ({largest[1]}, {largest[0]:,} "
+                  f"labels, seed {largest[2]}); times the largest weight of an unmeasured label count "
+                  f"({worst:.2f}): {100 * worst * abs(largest[3]):.1f} AUC points.", ""]
+    return "\n".join(lines + ["Every cell:", "", all_cells_table(cells)])

@@ -1,0 +1,60 @@
+"""What every part of the run store shares: its error, atomic JSON, Orbax managers and the newest
+readable checkpoint."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import tempfile
+from typing import Any, Callable
+
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class WorkdirError(ValueError):
+    """The workdir cannot hold this run: other settings or data, in use, or damaged beyond recovery."""
+
+
+def write_json(path: pathlib.Path, obj) -> None:
+    """Writes obj to path atomically through a temporary file created exclusively beside it (a fresh
+    name: never a path that already exists, such as a planted symlink), then renamed over path."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(obj, indent=1))
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def first_line(err: Exception) -> str:
+    """An exception's first line (at most 200 characters), for one-line messages."""
+    return (str(err).splitlines() or [type(err).__name__])[0][:200]
+
+
+def manager(directory: pathlib.Path, keep: int) -> ocp.CheckpointManager:
+    """A synchronous Orbax manager of `directory` keeping the newest `keep` steps."""
+    if directory.exists() and not directory.is_dir():
+        raise WorkdirError(f"{str(directory)!r} is not a directory; move it away to resume this workdir")
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
+    return ocp.CheckpointManager(directory.absolute(), options=options)
+
+
+def newest_readable(manager_: ocp.CheckpointManager, restore: Callable[[int], Any], what: str,
+                    delete_damaged: bool) -> Any:
+    """restore(step) of the newest step it succeeds on, trying steps newest first. A step whose
+    restore raises is damaged: logged as a warning (and deleted if delete_damaged), then the one
+    before is tried. restore returning None stops the search. None if no step is readable."""
+    for step in sorted(manager_.all_steps(), reverse=True):
+        try:
+            return restore(step)
+        except Exception as err:  # a damaged checkpoint must never be resumed from
+            log.warning("%s checkpoint %d in %s is unreadable (%s); falling back to the previous one", what, step,
+                        manager_.directory, first_line(err))
+            if delete_damaged:
+                manager_.delete(step)
+    return None
