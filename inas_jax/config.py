@@ -390,6 +390,9 @@ def validate(cfg: RunConfig, pool_size: int | None = None) -> None:
     if pool_size is not None and cfg.budget > pool_size:
         raise ConfigError(f"--budget={cfg.budget} exceeds the pool: dataset {cfg.dataset!r} has {pool_size} "
                           "training points")
+    if t.batch_size > t.epoch_size or t.batch_size > cfg.initial_size:
+        raise ConfigError(f"--batch_size={t.batch_size} exceeds --epoch_size={t.epoch_size} or the first labelled set "
+                          f"(--initial_size={cfg.initial_size}): a batch must fit in an epoch and in the labels")
     if t.max_shift < 0 or t.max_rotation < 0:
         raise ConfigError("--max_shift and --max_rotation must be >= 0")
     if cfg.train_passes < 0:

@@ -17,6 +17,7 @@ import os
 import pathlib
 import shutil
 import sys
+import tempfile
 
 from absl import app, flags
 
@@ -64,20 +65,25 @@ def default_workdir(cfg: RunConfig) -> str:
 
 
 def prepare_workdir(path: str) -> None:
-    """Creates the workdir (the last check, after every other setting is valid) and proves it writable."""
+    """Creates the workdir (the last check, after every other setting is valid) and proves it writable
+    with a fresh file of its own (never a name that exists, such as a planted link)."""
+    if not path:
+        raise ConfigError("--workdir is empty: give a directory, or leave the flag out for the default")
     p = pathlib.Path(path)
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"--workdir={path!r} exists and is not a directory")
-    created = not p.exists()
+    created = False
     try:
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"--workdir={path!r} exists and is not a directory")
+        created = not p.exists()
         p.mkdir(parents=True, exist_ok=True)
-        probe = p / ".write_probe"
-        probe.write_bytes(b"")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".write_probe.")
+        os.close(fd)
+        os.unlink(probe)
     except OSError as err:
         if created:
             shutil.rmtree(p, ignore_errors=True)
-        raise ConfigError(f"--workdir={path!r} is not writable: {err.strerror or err}") from None
+        raise ConfigError(f"--workdir={path[:80]!r}{'...' if len(path) > 80 else ''} is not writable: "
+                          f"{err.strerror or err}") from None
 
 
 def format_table(history) -> str:
@@ -109,36 +115,19 @@ def main(argv) -> int:
     from inas_jax.loop import round as active
     from inas_jax.runtime import compilation
     from inas_jax.store import RunStore, WorkdirError
-    from inas_jax.data.dataset import DataError, load_dataset
-    from inas_jax.loop.train import TrainingDiverged, check_batch_divisible
+    from inas_jax.data import DataError
+    from inas_jax.loop.train import TrainingDiverged
 
     try:
-        cache = compilation.enable_persistent_cache(_CACHE.value)
-    except OSError as err:
-        print(f"error: --compilation_cache={_CACHE.value or compilation.default_cache_dir()!r} cannot be created: "
-              f"{err.strerror or err}; pass another directory or 'off'", file=sys.stderr)
-        return 2
-    compiled_before = compilation.snapshot()
-    try:
-        cfg = config_from_flags()
-        validate(cfg)
-        workdir = _WORKDIR.value or default_workdir(cfg)
-        if not _CKPT_SECONDS.value >= 0 or not math.isfinite(_CKPT_SECONDS.value):
-            raise ConfigError(f"--checkpoint_seconds={_CKPT_SECONDS.value} must be a finite number >= 0")
-        if _MULTIHOST.value:
-            _initialize_multihost()
-        try:
-            check_batch_divisible(cfg.train.batch_size)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-        dataset = load_dataset(cfg.dataset, _DATA_DIR.value)
-        validate(cfg, pool_size=len(dataset.x_train))
+        cfg, workdir, dataset = _checked_run()
+        cache = _enable_cache(compilation)
         prepare_workdir(workdir)
         store = RunStore(workdir, cfg, dataset.fingerprint, _CKPT_SECONDS.value, _FIRST_ROUND_FROM.value)
         store.open()
     except (ConfigError, DataError, WorkdirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    compiled_before = compilation.snapshot()
 
     log.info("workdir %s", workdir)
     try:
@@ -160,6 +149,40 @@ def main(argv) -> int:
     print(format_table(state.history))
     print(f"results: {os.path.join(workdir, 'results.json')}")
     return 0
+
+
+def _checked_run():
+    """(config, workdir, dataset) of the command line, every flag checked (memory bounds included)
+    before anything is written; raises ConfigError or DataError."""
+    from inas_jax.data import load_dataset
+    from inas_jax.loop.train import check_batch_divisible
+    from inas_jax.runtime.resources import check_memory
+
+    cfg = config_from_flags()
+    validate(cfg)
+    workdir = default_workdir(cfg) if _WORKDIR.value is None else _WORKDIR.value
+    if not _CKPT_SECONDS.value >= 0 or not math.isfinite(_CKPT_SECONDS.value):
+        raise ConfigError(f"--checkpoint_seconds={_CKPT_SECONDS.value} must be a finite number >= 0")
+    if _MULTIHOST.value:
+        _initialize_multihost()
+    try:
+        check_batch_divisible(cfg.train.batch_size)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    dataset = load_dataset(cfg.dataset, _DATA_DIR.value)
+    validate(cfg, pool_size=len(dataset.x_train))
+    check_memory(cfg, dataset.image_shape, dataset.num_classes, len(dataset.x_train))
+    return cfg, workdir, dataset
+
+
+def _enable_cache(compilation) -> str | None:
+    """The persistent compilation cache of --compilation_cache, checked (compilation.check_cache_dir);
+    raises ConfigError when it cannot be created or is not to be trusted."""
+    try:
+        return compilation.enable_persistent_cache(_CACHE.value)
+    except OSError as err:
+        raise ConfigError(f"--compilation_cache={_CACHE.value or compilation.default_cache_dir()!r} cannot be "
+                          f"created: {err.strerror or err}; pass another directory or 'off'") from None
 
 
 def _initialize_multihost() -> None:

@@ -20,9 +20,28 @@ from inas_jax.data.dataset import load_digits
 enable_persistent_cache()
 
 CIFAR10_NPZ = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10.npz"
-# Driver flags of a tiny digits run: 40 -> 60 labels, width 4, two epochs of 128 samples.
-TINY = ["--initial_size=40", "--query_sizes=20", "--budget=60", "--epochs=2", "--epoch_size=128",
-        "--batch_size=32", "--inas_epochs=1", "--width=4", "--mc_passes=8"]
+# The one tiny digits run every test derives its settings from: 40 -> 60 labels, width 4, two epochs
+# of 128 samples, 8 MC passes (settings by name, as RunConfig.replace takes them).
+TINY_SETTINGS = dict(initial_size=40, query_sizes=(20,), budget=60, epochs=2, epoch_size=128, batch_size=32,
+                     inas_epochs=1, width=4, mc_passes=8)
+# Seconds any subprocess of a test may take before the test fails instead of hanging.
+SUBPROCESS_TIMEOUT = 600
+
+
+def as_flags(settings: dict) -> list[str]:
+    """Driver flags of settings by name: {"budget": 60, "query_sizes": (20,)} -> ["--budget=60", "--query_sizes=20"]."""
+    return [f"--{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
+            for name, value in settings.items()]
+
+
+# The tiny run's driver flags.
+TINY = as_flags(TINY_SETTINGS)
+
+
+def tiny_config(**changes):
+    """The tiny run's RunConfig (the cpu preset on digits), with `changes` by name."""
+    from inas_jax.config import RunConfig
+    return RunConfig().replace(**{**TINY_SETTINGS, **changes})
 
 
 def run_cli(args):

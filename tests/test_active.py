@@ -12,7 +12,10 @@ from inas_jax.data.dataset import Dataset
 from inas_jax.queries import QUERIES
 from inas_jax.model.search_space import Arch
 
-TINY = dict(epochs=1, epoch_size=64, batch_size=32, width=4, flip=False, max_shift=0, max_rotation=0.0)
+from conftest import tiny_config
+
+# The tiny run's settings (conftest) in one epoch of 64 samples without augmentation.
+FAST = dict(epochs=1, epoch_size=64, flip=False, max_shift=0, max_rotation=0.0)
 
 
 def test_paper_schedule():
@@ -71,7 +74,7 @@ def test_bare_config_is_the_cpu_preset_on_digits_and_presets_merge_in_order():
 
 
 def test_config_round_trip_and_differences():
-    cfg = RunConfig(seed=2).replace(**TINY)
+    cfg = tiny_config(seed=2, **FAST)
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
     assert differences(cfg.to_dict(), cfg.replace(seed=3, width=8).to_dict()) == \
         ["model.width: 4 -> 8", "seed: 2 -> 3"]
@@ -113,30 +116,57 @@ def test_config_from_a_damaged_dict_names_the_field(damage, message):
         RunConfig.from_dict(d)
 
 
-@pytest.mark.parametrize("query", list(QUERIES))
-def test_label_isolation(digits, query):
-    """Permuting the labels of unlabelled pool points changes nothing a round does."""
-    cfg = RunConfig(query=query, strategy="inas", initial_size=40, query_sizes=(20,), budget=60, inas_epochs=1,
-                    mc_passes=8).replace(**TINY)
-    state = state_mod.initial_state(cfg, len(digits.x_train))
-    unlabelled = np.setdiff1d(np.arange(len(digits.y_train)), state.labelled_idx)
+def _without_timings(history) -> list[dict]:
+    """Every round's record but its wall and CPU seconds."""
+    return [{k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds")} for r in history]
+
+
+LABEL_ISOLATION = [("inas", q) for q in QUERIES] + [("fixed", "sr"), ("longtail", "sr"), ("longtail", "random")]
+
+
+@pytest.mark.parametrize("strategy,query", LABEL_ISOLATION, ids=[f"{s}-{q}" for s, q in LABEL_ISOLATION])
+def test_label_isolation(digits, strategy, query):
+    """Permuting and corrupting the labels of the pool points a run never labels changes nothing it
+    does: every round's candidates and their validation scores, architecture, training loss, test
+    accuracy and picks are the same."""
+    cfg = tiny_config(query=query, strategy=strategy, **FAST)
+    a = active.run(cfg, digits)
+    assert len(a.labelled_idx) == 60 and len(set(a.labelled_idx.tolist())) == 60 and len(a.history) == 2
+    never = np.setdiff1d(np.arange(len(digits.y_train)), a.labelled_idx)
     y = digits.y_train.copy()
-    y[unlabelled] = np.random.default_rng(0).permutation(y[unlabelled])
-    y[unlabelled[:50]] = (y[unlabelled[:50]] + 1) % 10
+    y[never] = np.random.default_rng(0).permutation(y[never])
+    y[never[:50]] = (y[never[:50]] + 1) % 10
+    assert (y[never] != digits.y_train[never]).sum() >= 50
     shuffled = Dataset(digits.name, digits.x_train, y, digits.x_test, digits.y_test, 10)
-    a = active.run_round(state, digits, cfg)
-    b = active.run_round(state, shuffled, cfg)
+    b = active.run(cfg, shuffled)
     np.testing.assert_array_equal(a.labelled_idx, b.labelled_idx)
-    assert a.history[0]["test_accuracy"] == b.history[0]["test_accuracy"]
-    assert len(a.labelled_idx) == 60 and len(set(a.labelled_idx.tolist())) == 60
+    assert _without_timings(a.history) == _without_timings(b.history)
+    if strategy != "fixed":
+        assert a.history[0]["candidates"]  # the search's scores were compared
+
+
+def test_the_test_set_chooses_nothing(digits):
+    """Another test set (other images, other labels) changes only the test accuracies and losses: every
+    round's candidates and their validation scores, architecture, training and picks are the same."""
+    cfg = tiny_config(query="sr", **FAST)
+    rng = np.random.default_rng(1)
+    other = Dataset(digits.name, digits.x_train, digits.y_train,
+                    rng.integers(0, 256, digits.x_test.shape).astype(np.uint8),
+                    rng.permutation(digits.y_test), 10)
+    a, b = active.run(cfg, digits), active.run(cfg, other)
+    np.testing.assert_array_equal(a.labelled_idx, b.labelled_idx)
+    tested = ("test_accuracy", "test_loss")
+    assert [{k: v for k, v in r.items() if k not in tested} for r in _without_timings(a.history)] == \
+        [{k: v for k, v in r.items() if k not in tested} for r in _without_timings(b.history)]
+    assert [r["test_accuracy"] for r in a.history] != [r["test_accuracy"] for r in b.history]  # it was seen
+    assert all(r["candidates"] for r in a.history)  # and the search ran in every round
 
 
 def test_compiling_ahead_runs_in_the_background_and_changes_no_number(digits, monkeypatch):
     """With a CPU to spare, the later candidates of each round's search are warmed up on another
     thread (while the first trains, or during the previous round's final training); the results are
     those of a run without it."""
-    cfg = RunConfig(strategy="inas", initial_size=40, query_sizes=(20,), budget=80, inas_epochs=1,
-                    mc_passes=8).replace(**TINY)
+    cfg = tiny_config(strategy="inas", budget=80, **FAST)
     warmed, real_warm_up = [], active.warm_up
 
     def spy(model, train_cfg, image_shape, rows, **kwargs):

@@ -6,10 +6,10 @@ import pytest
 sys.path.insert(0, "experiments")
 import convergence  # noqa: E402
 
-from conftest import crash_at_epoch_call  # noqa: E402
+from conftest import TINY_SETTINGS, crash_at_epoch_call  # noqa: E402
 from inas_jax.model.search_space import Arch  # noqa: E402
 
-SETTINGS = {"width": 4, "batch_size": 32, "epoch_size": 128}
+SETTINGS = {name: TINY_SETTINGS[name] for name in ("width", "batch_size", "epoch_size")}
 
 
 def test_interrupted_cell_resumes_to_the_uninterrupted_result(digits, tmp_path, monkeypatch):

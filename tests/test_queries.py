@@ -29,7 +29,7 @@ def test_softmax_response_picks_least_confident_unlabelled():
     np.testing.assert_array_equal(uncertainty.softmax_response(logits, _mask(6, [2]), 3), [1, 4, 3])
 
 
-def test_query_size_is_checked():
+def test_uncertainty_query_size_is_checked():
     with pytest.raises(ValueError, match="has 1 unlabelled"):
         uncertainty.softmax_response(np.zeros((3, 2)), _mask(3, [0, 1]), 2)
 

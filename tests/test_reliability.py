@@ -191,10 +191,10 @@ def test_unreadable_npz_and_bad_workdirs(tmp_path, capsys, monkeypatch):
     assert run_cli(TINY + [f"--workdir={a_file / 'sub'}"]) == 2
     assert "is not writable" in capsys.readouterr().err
 
-    def refuse(self, *a, **k):
+    def refuse(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(pathlib.Path, "write_bytes", refuse)
+    monkeypatch.setattr("inas_jax.main.tempfile.mkstemp", refuse)
     assert run_cli(TINY + [f"--workdir={tmp_path / 'ro'}"]) == 2
     assert "is not writable: Permission denied" in capsys.readouterr().err
     assert not (tmp_path / "ro").exists()

@@ -3,14 +3,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import CIFAR10_NPZ
+from conftest import CIFAR10_NPZ, tiny_config
 from inas_jax.config import ModelConfig, TrainConfig
 from inas_jax.data.dataset import load_npz
 from inas_jax.model.network import build_model
 from inas_jax.model.search_space import Arch
 from inas_jax.loop.train import TrainingDiverged, epoch_batches, evaluate, train
 
-TINY = TrainConfig(epochs=2, epoch_size=256, batch_size=32, flip=False, max_shift=1, max_rotation=10.0)
+TINY = tiny_config().train.replace(epoch_size=256)  # the tiny run's training (digits augmentation), 8 steps an epoch
 
 
 def _model(arch, data, width=4, **model_settings):
@@ -40,7 +40,7 @@ def test_same_key_same_parameters_and_other_key_differs(digits):
     assert any(not np.array_equal(la, lc) for la, lc in zip(_leaves(a.state), _leaves(c.state)))
 
 
-def test_resume_mid_training_equals_uninterrupted(digits):
+def test_a_training_resumed_at_an_epoch_equals_the_uninterrupted_one(digits):
     x, y = digits.x_train[:200], digits.y_train[:200]
     cfg = TINY.replace(epochs=3)
     model = _model(Arch(1, 1), digits)

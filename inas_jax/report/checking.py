@@ -10,6 +10,8 @@ import glob
 import json
 import math
 import os
+import re
+import tempfile
 
 from inas_jax.config import STRATEGIES, dataset_label, with_legacy_settings
 from inas_jax.model.search_space import Arch
@@ -17,6 +19,32 @@ from inas_jax.model.search_space import Arch
 
 class ReportError(ValueError):
     """The report's input is unusable; the message is one line naming the file or flag."""
+
+
+MAX_COUNT = 10 ** 12  # no label or parameter count of a real run comes near
+NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def safe_name(text: str) -> str:
+    """`text` as one file name inside the report's directory: characters outside letters, digits, '.',
+    '_' and '-' become '_', and a name of dots only gets a leading '_'."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:100] or "_"
+    return "_" + name if set(name) == {"."} else name
+
+
+def write_file(out: str, name: str, write) -> str:
+    """Writes out/name through `write(binary file)` atomically, into a fresh temporary file renamed over
+    the name: a link planted there is replaced, never followed. Returns the path."""
+    path = os.path.join(out, safe_name(name))
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{safe_name(name)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
 
 
 def load_runs(patterns: list[str]) -> list[dict]:
@@ -80,7 +108,8 @@ def _results_problem(run) -> str | None:
     if not isinstance(config, dict):
         return f"config is {type(config).__name__}, expected an object"
     for key, ok, expected in (("dataset", lambda v: isinstance(v, str), "a string"),
-                              ("query", lambda v: isinstance(v, str), "a string"),
+                              ("query", lambda v: isinstance(v, str) and NAME.fullmatch(v), "a name of letters, "
+                               "digits, '.', '_' and '-'"),
                               ("strategy", lambda v: v in STRATEGIES, " or ".join(map(repr, STRATEGIES))),
                               ("seed", _is_int, "an integer")):
         if key not in config:
@@ -110,18 +139,33 @@ def _round_problem(record, i: int, needs: tuple[str, ...], previous: int) -> str
     if lacking:
         return f"round {i} lacks {', '.join(map(repr, lacking))}"
     labelled, accuracy = record["num_labelled"], record["test_accuracy"]
-    if not _is_int(labelled) or labelled <= previous:
-        return f"round {i} has num_labelled={labelled!r}: expected an integer above {previous}"
+    if not _is_int(labelled) or not previous < labelled <= MAX_COUNT:
+        return f"round {i} has num_labelled={_short(labelled)}: expected an integer above {previous} (at most 10^12)"
     if not (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
             and math.isfinite(accuracy) and 0 <= accuracy <= 1):
-        return f"round {i} has test_accuracy={accuracy!r}: expected a number in [0, 1]"
+        return f"round {i} has test_accuracy={_short(accuracy)}: expected a number in [0, 1]"
+    for key in ("seconds", "cpu_seconds"):
+        if key in record and not _times_ok(record[key]):
+            return f"round {i} has {key}={_short(record[key])}: expected an object of finite numbers >= 0 by phase"
     if "arch" in needs:
         problem = _arch_problem(record["arch"], f"round {i} arch")
         if problem:
             return problem
-        if not _is_int(record["num_params"]):
-            return f"round {i} has num_params={record['num_params']!r}: expected an integer"
+        if not _is_int(record["num_params"]) or not 0 < record["num_params"] <= MAX_COUNT:
+            return f"round {i} has num_params={_short(record['num_params'])}: expected a positive integer"
     return None
+
+
+def _times_ok(times) -> bool:
+    return isinstance(times, dict) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+        for v in times.values())
+
+
+def _short(value) -> str:
+    """repr(value), at most 40 characters (a 400-digit number stays one short line)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def strategy_name(config: dict) -> str:

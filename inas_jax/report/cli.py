@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import sys
 
-from inas_jax.report.checking import ReportError, group_runs, load_runs, uneven_rounds
+from inas_jax.report.checking import ReportError, group_runs, load_runs, uneven_rounds, write_file
 from inas_jax.report.quoted import numbers_text
 from inas_jax.report.tables import summary_text
 
@@ -45,10 +45,7 @@ def write_text(runs: list[dict], out: str, references: dict[str, dict[int, float
     written = []
     for name, text in (("summary.md", summary_text(groups, references)),
                        ("numbers.md", numbers_text(groups, runs, out))):
-        path = os.path.join(out, name)
-        with open(path, "w") as f:
-            f.write(text)
-        written.append(path)
+        written.append(write_file(out, name, lambda f, text=text: f.write(text.encode())))
     return written
 
 

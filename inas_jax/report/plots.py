@@ -3,9 +3,9 @@ accuracy against cumulative compute. matplotlib is imported inside the functions
 the report stays light."""
 from __future__ import annotations
 
-import os
 
 from inas_jax.model.search_space import Arch
+from inas_jax.report.checking import safe_name, write_file
 from inas_jax.report import statistics as st
 
 
@@ -33,15 +33,14 @@ def plot_lines(ax, items, title, references: dict[str, dict[int, float]] | None 
 
 
 def file_part(value: str) -> str:
-    """A strategy or query as part of a file name: A(2,4) -> A2x4, others unchanged."""
-    return "A" + Arch.parse(value).slug if value.startswith("A(") else value
+    """A strategy or query as part of a file name: A(2,4) -> A2x4, others reduced to a safe name."""
+    return "A" + Arch.parse(value).slug if value.startswith("A(") else safe_name(value)
 
 
 def save(fig, out: str, name: str) -> str:
-    """Writes a matplotlib figure to out/name, closes it, returns the path."""
-    path = os.path.join(out, name)
+    """Writes a matplotlib figure to out/name (never through a link), closes it, returns the path."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    path = write_file(out, name, lambda f: fig.savefig(f, dpi=110, format="png"))
     _pyplot().close(fig)
     return path
 

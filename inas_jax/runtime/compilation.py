@@ -5,8 +5,10 @@ Every run of the same shapes (a resume, a rerun, another workdir, another candid
 architecture) then reads its executables from disk instead of compiling: the default digits run
 spends most of its time compiling on a cold cache. The cache lives in
 $INAS_JAX_COMPILATION_CACHE, else $XDG_CACHE_HOME/inas_jax/xla, else ~/.cache/inas_jax/xla; the
-value "off" turns it off. It holds executables that this user's runs load and execute: keep it
-private to the user (the default directory is).
+value "off" turns it off. It holds executables that this user's runs load and execute, so a
+directory another user owns or may write is refused (as ssh refuses a private key with loose
+permissions); $INAS_JAX_SHARED_CACHE=1 accepts a directory shared deliberately with a group (owned by
+another member, group-writable), never one that anybody may write.
 """
 from __future__ import annotations
 
@@ -19,9 +21,12 @@ from typing import Callable, Hashable
 
 import jax
 
+from inas_jax.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 ENV = "INAS_JAX_COMPILATION_CACHE"
+SHARED_ENV = "INAS_JAX_SHARED_CACHE"
 OFF = "off"
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _HIT_EVENT = "/jax/compilation_cache/cache_hits"
@@ -43,10 +48,36 @@ def enable_persistent_cache(path: str | None = None) -> str | None:
     if path == OFF:
         return None
     os.makedirs(path, mode=0o700, exist_ok=True)
+    check_cache_dir(path)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     return path
+
+
+class CacheError(ConfigError):
+    """The compilation cache's directory may hold executables written by somebody else."""
+
+
+def check_cache_dir(path: str) -> None:
+    """Raises CacheError, naming the fix, if `path` (links followed) is not a directory owned by this
+    user and writable by nobody else; with $INAS_JAX_SHARED_CACHE=1 a group's shared directory passes,
+    but never one that others may write."""
+    st = os.stat(path)
+    shared = os.environ.get(SHARED_ENV) == "1"
+    where = f"the compilation cache {path!r}"
+    if not os.path.isdir(path):
+        raise CacheError(f"{where} is not a directory; pass another --compilation_cache or 'off'")
+    if st.st_mode & 0o002:
+        raise CacheError(f"{where} is writable by every user, who could plant executables that runs load: "
+                         f"`chmod o-w {path}`, or pass another --compilation_cache or 'off'")
+    if not shared and st.st_uid != os.getuid():
+        raise CacheError(f"{where} is owned by another user (uid {st.st_uid}), who could plant executables that "
+                         f"runs load: pass your own --compilation_cache or 'off' (or set {SHARED_ENV}=1 for a "
+                         "cache shared deliberately with a group)")
+    if not shared and st.st_mode & 0o020:
+        raise CacheError(f"{where} is writable by its group, who could plant executables that runs load: "
+                         f"`chmod g-w {path}`, or set {SHARED_ENV}=1 for a cache shared deliberately with a group")
 
 
 @dataclasses.dataclass

@@ -28,7 +28,7 @@ from inas_jax.config import RunConfig
 from inas_jax.loop.state import PhaseTimes, PoolState
 from inas_jax.model.search_space import Arch
 from inas_jax.store import first_round, rounds, workdir
-from inas_jax.store.files import WorkdirError, write_json  # noqa: F401  (the store's error; atomic JSON)
+from inas_jax.store.files import WorkdirError, remove_stale_temporaries  # noqa: F401  (the store's error)
 from inas_jax.store.first_round import FIRST_ROUND  # noqa: F401
 from inas_jax.store.training import TrainingCheckpoint, TrainingCheckpoints
 
@@ -59,10 +59,11 @@ class RunStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = workdir.take_lock(self.dir)
         try:
+            remove_stale_temporaries(self.dir)
             workdir.check_config(self.dir, self._record())
             if self.first_round_from is not None:
                 first_round.adopt(self.dir, pathlib.Path(self.first_round_from), self._record())
-            self._rounds = rounds.RoundCheckpoints(self.dir, self.cfg)
+            self._rounds = rounds.RoundCheckpoints(self.dir, self.cfg, self.data.get("train"))
             self._training = TrainingCheckpoints(self.dir, self.checkpoint_seconds)
         except BaseException:
             self.close()

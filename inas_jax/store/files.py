@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import tempfile
 from typing import Any, Callable
 
@@ -31,6 +32,22 @@ def write_json(path: pathlib.Path, obj) -> None:
         raise
 
 
+def remove(path: pathlib.Path) -> None:
+    """Removes what is at `path`: a link or file is unlinked (a link's target is never touched), a
+    directory removed with its contents; nothing there is fine."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def remove_stale_temporaries(directory: pathlib.Path) -> None:
+    """Removes the temporary files write_json left in `directory` when a process died mid-write."""
+    for tmp in directory.glob(".*.tmp"):
+        if tmp.is_file() or tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+
+
 def first_line(err: Exception) -> str:
     """An exception's first line (at most 200 characters), for one-line messages."""
     return (str(err).splitlines() or [type(err).__name__])[0][:200]
@@ -38,8 +55,9 @@ def first_line(err: Exception) -> str:
 
 def manager(directory: pathlib.Path, keep: int) -> ocp.CheckpointManager:
     """A synchronous Orbax manager of `directory` keeping the newest `keep` steps."""
-    if directory.exists() and not directory.is_dir():
-        raise WorkdirError(f"{str(directory)!r} is not a directory; move it away to resume this workdir")
+    if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
+        raise WorkdirError(f"{str(directory)!r} is not a directory of this run (a file or a link); move it away to "
+                           "resume this workdir")
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
     return ocp.CheckpointManager(directory.absolute(), options=options)
 

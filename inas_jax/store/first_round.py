@@ -10,7 +10,7 @@ import shutil
 
 from inas_jax.config import QUERY_SETTINGS, differences, with_legacy_settings
 from inas_jax.store import rounds
-from inas_jax.store.files import WorkdirError, first_line, write_json
+from inas_jax.store.files import WorkdirError, first_line, remove, write_json
 from inas_jax.store.training import TrainingCheckpoints
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def adopt(workdir: pathlib.Path, source: pathlib.Path, record: dict) -> None:
                            "first round ends)")
     for step in kept.glob("training/*"):  # none if the final training ended before its first checkpoint
         staging = workdir / f"{FIRST_ROUND}.adopting"
-        shutil.rmtree(staging, ignore_errors=True)
+        remove(staging)
         shutil.copytree(step, staging)
         (workdir / "training").mkdir(exist_ok=True)
         staging.rename(workdir / "training" / step.name)
@@ -56,12 +56,12 @@ def keep(workdir: pathlib.Path, training: TrainingCheckpoints) -> None:
     """Keeps the first round's progress (iNAS scores, phase times) and the newest checkpoint of its
     final training, if it has one, in first_round/ (replaced atomically)."""
     staging, kept = workdir / f"{FIRST_ROUND}.tmp", workdir / FIRST_ROUND
-    shutil.rmtree(staging, ignore_errors=True)
+    remove(staging)
     step = training.final_step_of_first_round()
     if step is not None:
         shutil.copytree(training.dir / str(step), staging / "training" / str(step))
     progress = rounds.read_progress(workdir / "round_progress.json", 0)
     staging.mkdir(exist_ok=True)
     rounds.write_progress(staging / "round_progress.json", 0, progress["scores"], progress["spent"])
-    shutil.rmtree(kept, ignore_errors=True)
+    remove(kept)
     staging.rename(kept)

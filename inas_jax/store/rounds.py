@@ -2,8 +2,10 @@
 (round_progress.json: finished iNAS candidates' scores, phase times) and results.json."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import pathlib
 
 import numpy as np
@@ -19,11 +21,36 @@ log = logging.getLogger(__name__)
 NO_PROGRESS = {"scores": {}, "spent": {}}
 
 
-class RoundCheckpoints:
-    """The committed rounds of the run in `workdir` (Orbax, the newest 3 kept)."""
+def checksum(labelled: np.ndarray, meta: dict) -> str:
+    """sha256 of a round checkpoint's labelled indices (int32 little-endian) and its round, arch and
+    history (canonical JSON): an edit of either is caught on resume."""
+    digest = hashlib.sha256(np.asarray(labelled, "<i4").tobytes())
+    digest.update(json.dumps({k: meta[k] for k in ("round", "arch", "history")}, sort_keys=True).encode())
+    return digest.hexdigest()
 
-    def __init__(self, workdir: pathlib.Path, cfg: RunConfig):
-        self.dir, self.cfg = workdir, cfg
+
+def check_state(state: PoolState, meta: dict, step: int, sizes: tuple[int, ...], pool_size: int | None) -> None:
+    """Raises ValueError unless the restored round `step` is one this run could have written: its
+    round and record count, as many distinct labelled indices as the schedule says, all inside the
+    pool, and (for checkpoints that carry one) its checksum."""
+    expected = sizes[min(step, len(sizes) - 1)]
+    if state.round != step or len(state.history) != step:
+        raise ValueError(f"round {state.round} with {len(state.history)} records under step {step}")
+    if len(state.labelled_idx) != expected or len(np.unique(state.labelled_idx)) != expected:
+        raise ValueError(f"{len(state.labelled_idx)} labelled indices where {expected} distinct are due")
+    if pool_size is not None and len(state.labelled_idx) and not (
+            0 <= state.labelled_idx.min() and state.labelled_idx.max() < pool_size):
+        raise ValueError(f"labelled indices outside the pool of {pool_size}")
+    if "checksum" in meta and meta["checksum"] != checksum(state.labelled_idx, meta):
+        raise ValueError("its checksum does not match its contents (edited?)")
+
+
+class RoundCheckpoints:
+    """The committed rounds of the run in `workdir` (Orbax, the newest 3 kept); pool_size, when known,
+    bounds the labelled indices read back."""
+
+    def __init__(self, workdir: pathlib.Path, cfg: RunConfig, pool_size: int | None = None):
+        self.dir, self.cfg, self.pool_size = workdir, cfg, pool_size
         self._manager = manager(workdir / "rounds", keep=3)
 
     def close(self) -> None:
@@ -40,11 +67,7 @@ class RoundCheckpoints:
             meta, arrays = got["meta"], got["arrays"]
             state = PoolState(labelled_idx=np.asarray(arrays["labelled"], np.int32), round=int(meta["round"]),
                               arch=Arch.from_json(meta["arch"]), history=tuple(meta["history"]))
-            expected = sizes[min(step, len(sizes) - 1)]
-            if state.round != step or len(state.history) != step:
-                raise ValueError(f"round {state.round} with {len(state.history)} records under step {step}")
-            if len(state.labelled_idx) != expected or len(np.unique(state.labelled_idx)) != expected:
-                raise ValueError(f"{len(state.labelled_idx)} labelled indices where {expected} distinct are due")
+            check_state(state, meta, step, sizes, self.pool_size)
             return state
 
         return newest_readable(self._manager, restore, "round", delete_damaged=True)
@@ -53,6 +76,7 @@ class RoundCheckpoints:
         """Commits the state after a round (atomically: Orbax renames a finished step into place)."""
         arrays = {"labelled": np.asarray(state.labelled_idx, np.int32)}
         meta = {"round": state.round, "arch": state.arch.to_json(), "history": list(state.history)}
+        meta["checksum"] = checksum(arrays["labelled"], meta)
         self._manager.save(state.round, args=ocp.args.Composite(
             arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=True)
         self._manager.wait_until_finished()
@@ -75,14 +99,23 @@ def read_progress(path: pathlib.Path, round_: int) -> dict:
         progress = json.loads(path.read_text())
         if progress["round"] != round_:
             return NO_PROGRESS
-        scores = {Arch.from_json(a): float(s) for a, s in progress["scores"]}
+        scores = {Arch.from_json(a): _within(s, 0.0, 1.0, "a score") for a, s in progress["scores"]}
         kept = progress.get("spent", {})
-        spent = {k: {phase: float(v) for phase, v in kept[k].items()} for k in ("seconds", "cpu_seconds") if k in kept}
+        spent = {k: {phase: _within(v, 0.0, math.inf, "a time") for phase, v in kept[k].items()}
+                 for k in ("seconds", "cpu_seconds") if k in kept}
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
         log.warning("%s is unreadable (%s); discarding it", path, first_line(err))
         path.unlink(missing_ok=True)
         return NO_PROGRESS
     return {"scores": scores, "spent": spent}
+
+
+def _within(value, low: float, high: float, what: str) -> float:
+    """float(value) if it is a finite number in [low, high]; ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not (
+            low <= value <= high):
+        raise ValueError(f"{what} of {value!r}, outside [{low}, {high}]")
+    return float(value)
 
 
 def write_progress(path: pathlib.Path, round_: int, scores: dict[Arch, float], spent: dict) -> None:

@@ -15,6 +15,15 @@ from inas_jax.store.files import manager, newest_readable
 log = logging.getLogger(__name__)
 
 
+def check_shapes(restored: Any, target: Any) -> None:
+    """Raises ValueError unless `restored` has the tree, shapes and dtypes of `target` (a checkpoint of
+    another network, e.g. another width, is not this training's)."""
+    def spec(tree):
+        return jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), tree)
+    if jax.tree.structure(restored) != jax.tree.structure(target) or spec(restored) != spec(target):
+        raise ValueError("its arrays' shapes are not this network's (a checkpoint of another network?)")
+
+
 class TrainingCheckpoints:
     """The mid-training checkpoints of the run in `workdir` (the newest 2 kept)."""
 
@@ -41,8 +50,10 @@ class TrainingCheckpoints:
             meta = self.meta(step)
             if meta["round"] != round_ or meta["task"] != task:
                 return None
+            target = template()
             got = self._manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(template()), meta=ocp.args.JsonRestore()))
+                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+            check_shapes(got["state"], target)
             return int(meta["epoch"]), got["state"], meta["history"]
 
         return newest_readable(self._manager, restore, "training", delete_damaged=False)

@@ -14,7 +14,12 @@ from inas_jax.store.files import WorkdirError, first_line, write_json
 def take_lock(workdir: pathlib.Path) -> int:
     """Locks workdir/.lock (flock, never through a link) and writes this pid into it; returns its file
     descriptor, whose closing releases the lock. WorkdirError if another process holds it."""
-    fd = os.open(workdir / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    lock = workdir / ".lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:  # a link (ELOOP), a directory (EISDIR), no permission
+        raise WorkdirError(f"{str(lock)!r} cannot be this run's lock file ({err.strerror or err}: a link, a directory "
+                           "or not writable); move it away to use this workdir") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
