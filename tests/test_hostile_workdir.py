@@ -258,3 +258,41 @@ def test_the_report_replaces_a_planted_link_never_writes_through_it(tmp_path):
 def test_report_file_names_from_data_are_safe():
     from inas_jax.report.checking import safe_name
     assert safe_name("../../x") == ".._.._x" and "/" not in safe_name("a/b") and safe_name("..") == "_.."
+
+
+def test_the_same_npz_spelled_otherwise_or_recompressed_resumes_other_arrays_do_not(tmp_path, digits, capsys,
+                                                                                   monkeypatch):
+    arrays = dict(x_train=digits.x_train, y_train=digits.y_train, x_test=digits.x_test, y_test=digits.y_test)
+    np.savez(tmp_path / "d.npz", **arrays)
+    workdir = tmp_path / "w"
+    assert run_cli(FIXED + [f"--dataset=npz:{tmp_path / 'd.npz'}", f"--workdir={workdir}"]) == 0
+    np.savez_compressed(tmp_path / "d.npz", **arrays)  # other bytes on disk, the same arrays
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(FIXED + ["--dataset=npz:./d.npz", f"--workdir={workdir}"]) == 0
+    arrays["x_test"] = arrays["x_test"][::-1].copy()  # the test split alone changes
+    np.savez(tmp_path / "d.npz", **arrays)
+    capsys.readouterr()
+    assert run_cli(FIXED + ["--dataset=npz:d.npz", f"--workdir={workdir}"]) == 2
+    assert "other settings or data" in _one_error_line(capsys)
+
+
+def _npz_member(path, header_shape, payload_bytes, compress=False):
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": header_shape})
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
+        for key in ("x_train", "y_train", "x_test", "y_test"):
+            z.writestr(f"{key}.npy", buf.getvalue() + b"\0" * payload_bytes)
+
+
+@pytest.mark.parametrize("case,message", [("huge header", "more than half"), ("zip bomb", "declares")])
+def test_an_npz_too_large_for_memory_is_refused_before_it_is_read(tmp_path, capsys, case, message):
+    path = tmp_path / "x.npz"
+    if case == "huge header":
+        _npz_member(path, (10 ** 6, 1000, 1000, 1), 100)
+    else:  # 3 MB on disk, 100 MB of zeros inside, under a header of 10 bytes
+        _npz_member(path, (10,), 100 * 2 ** 20, compress=True)
+    assert run_cli(FIXED + [f"--dataset=npz:{path}", f"--workdir={tmp_path / 'w'}"]) == 2
+    assert message in _one_error_line(capsys)
+    assert not (tmp_path / "w").exists()

@@ -41,18 +41,72 @@ def _tiny_model_and_embeddings(n=24):
     return model, variables, x, np.asarray(model.apply(variables, x)[1])
 
 
-def test_mc_dropout_head_only_equals_full_stochastic_passes():
+@pytest.mark.parametrize("rate", [0.5, 0.3])
+def test_mc_dropout_head_only_equals_full_stochastic_passes(rate):
     model, variables, x, emb = _tiny_model_and_embeddings()
     key, passes = jax.random.key(9), 16
     scores = uncertainty.mc_scores(uncertainty.class_variance, variables["params"]["head"], emb, key, passes=passes,
-                                   rate=0.5)
+                                   rate=rate)
     predicted = jnp.argmax(model.apply(variables, x)[0], -1)
     probs = []
     for k in jax.random.split(jax.random.fold_in(key, 0), passes):  # chunk 0 of the pool
-        logits, _ = model.apply(variables, x, dropout_key=k, dropout_rate=0.5)
+        logits, _ = model.apply(variables, x, dropout_key=k, dropout_rate=rate)
         probs.append(jnp.take_along_axis(jax.nn.softmax(logits, -1), predicted[:, None], 1)[:, 0])
     np.testing.assert_allclose(scores, np.var(np.stack(probs), 0), rtol=1e-4, atol=1e-7)
     assert scores.max() > 0
+
+
+def _keep_mask_by_hand(key, rate, shape):
+    """Independent Bernoulli(1 - rate) keeps (N, D), from the same random draws as the code: at rate 0.5
+    bit j of random uint32 word w keeps unit 32 w + j (row-major); otherwise a uniform draw below 1 - rate."""
+    if rate == 0.5:
+        size = int(np.prod(shape))
+        words = np.asarray(jax.random.bits(key, (-(-size // 32),), jnp.uint32)).astype(np.uint64)
+        bits = (words[:, None] >> np.arange(32, dtype=np.uint64)) & 1
+        return bits.reshape(-1)[:size].reshape(shape).astype(bool)
+    return np.asarray(jax.random.uniform(key, shape, jnp.float32)) < np.float32(1.0 - rate)
+
+
+def _mc_probs_by_hand(head, emb, key, passes, rate, chunk):
+    """softmax (passes, N, C) of the head over inverted-dropout embeddings, in float64 numpy: chunk i of
+    the pool takes its pass keys from split(fold_in(key, i), passes)."""
+    kernel, bias = np.asarray(head["kernel"], np.float64), np.asarray(head["bias"], np.float64)
+    out = []
+    for i, start in enumerate(range(0, len(emb), chunk)):
+        part = emb[start:start + chunk].astype(np.float64)
+        probs = []
+        for k in jax.random.split(jax.random.fold_in(key, i), passes):
+            logits = np.where(_keep_mask_by_hand(k, rate, part.shape), part / (1.0 - rate), 0.0) @ kernel + bias
+            e = np.exp(logits - logits.max(-1, keepdims=True))
+            probs.append(e / e.sum(-1, keepdims=True))
+        out.append(np.stack(probs))
+    return np.concatenate(out, 1)
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.5])
+def test_mc_scores_equal_a_hand_written_dropout_over_more_than_one_chunk(rate):
+    """mcdropout's and bald's scores equal the masked head computed by hand (keep each unit with
+    probability 1 - rate, scale by 1 / (1 - rate)) over a pool of more than MC_CHUNK points, at the
+    paper's rate (one random bit per unit) and another (a uniform draw per unit)."""
+    rng = np.random.default_rng(3)
+    n, d, c, passes = uncertainty.MC_CHUNK + 37, 6, 4, 3
+    emb = rng.standard_normal((n, d)).astype(np.float32)
+    head = {"kernel": jnp.asarray(rng.standard_normal((d, c)) * 2, jnp.float32), "bias": jnp.zeros(c)}
+    key = jax.random.key(11)
+    probs = _mc_probs_by_hand(head, emb, key, passes, rate, uncertainty.MC_CHUNK)
+    assert abs(_keep_mask_by_hand(key, rate, (4096, 8)).mean() - (1 - rate)) < 0.02  # it keeps 1 - rate of the units
+    predicted = np.argmax(emb @ np.asarray(head["kernel"]), -1)
+    variance = probs[:, np.arange(n), predicted].var(0)
+    np.testing.assert_allclose(uncertainty.mc_scores(uncertainty.class_variance, head, emb, key, passes=passes,
+                                                     rate=rate), variance, rtol=1e-4, atol=1e-6)
+
+    def h(p):
+        return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0), -1)
+    np.testing.assert_allclose(uncertainty.mc_scores(uncertainty.mutual_information, head, emb, key, passes=passes,
+                                                     rate=rate), h(probs.mean(0)) - h(probs).mean(0),
+                               rtol=1e-4, atol=1e-5)
+    picks = uncertainty.mc_dropout(head, emb, _mask(n, []), 5, key, passes=passes, rate=rate)
+    assert set(picks.tolist()) == set(np.argsort(-variance, kind="stable")[:5].tolist())
 
 
 def test_mc_dropout_prefers_uncertain_points():

@@ -31,6 +31,7 @@ def load_npz(path: str) -> Dataset:
         raise DataError(f"npz file {path!r} does not exist or is not a file")
     if not zipfile.is_zipfile(path):
         raise DataError(f"npz file {path!r} cannot be read: it is not an .npz (zip) archive")
+    check_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [k for k in NPZ_KEYS if k not in archive.files]
@@ -55,6 +56,36 @@ def load_npz(path: str) -> Dataset:
     name = "npz:" + os.path.basename(path)
     return checked(name, x_train, y_train, x_test, y_test, num_classes, source=path,
                    origin={"source": "npz", "file_bytes": os.path.getsize(path)})
+
+
+def check_sizes(path: str, memory: int | None = None) -> None:
+    """Refuses, before anything is decompressed, an npz whose arrays (by their .npy headers) or members (by
+    the sizes the zip directory declares) would take more than half of `memory` (default: the memory
+    available), and a member whose declared size does not match its header (a zip bomb)."""
+    from inas_jax.runtime.resources import available_memory
+    budget = (available_memory() if memory is None else memory) // 2
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                                   (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(member))
+                    if read_header is None:
+                        raise ValueError(f"member {info.filename!r} is not an .npy array of a known version")
+                    shape, _, dtype = read_header(member)
+                    payload = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                    if info.file_size > member.tell() + payload:
+                        raise DataError(f"npz file {path!r}: member {info.filename!r} declares "
+                                        f"{info.file_size:,} bytes for an array of {payload:,}; refused")
+                total += payload
+    except DataError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+        raise DataError(f"npz file {path!r} cannot be read: {err}") from None
+    if total > budget:
+        raise DataError(f"npz file {path!r} holds arrays of {total / 2 ** 30:,.1f} GiB, more than half of the "
+                        f"{2 * budget / 2 ** 30:.1f} GiB of memory available")
 
 
 def _num_classes(y_train: np.ndarray, path: str) -> int:

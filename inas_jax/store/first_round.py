@@ -12,6 +12,7 @@ from inas_jax.config import QUERY_SETTINGS, differences, with_legacy_settings
 from inas_jax.store import rounds
 from inas_jax.store.files import WorkdirError, first_line, remove, write_json
 from inas_jax.store.training import TrainingCheckpoints
+from inas_jax.store.workdir import comparable
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def adopt(workdir: pathlib.Path, source: pathlib.Path, record: dict) -> None:
     try:
         stored = json.loads((source / "config.json").read_text())
         stored["config"] = with_legacy_settings(stored["config"])
-        diff = differences(stored, record)
+        diff = differences(comparable(stored), comparable(record))
     except (ValueError, OSError, AttributeError) as err:
         raise WorkdirError(f"{what}: its config.json is unreadable ({first_line(err)})") from None
     other = [d for d in diff if d.split(":", 1)[0] not in {f"config.{k}" for k in QUERY_SETTINGS}]

@@ -34,6 +34,16 @@ def take_lock(workdir: pathlib.Path) -> int:
     return fd
 
 
+def comparable(record: dict) -> dict:
+    """A config.json record as the guard compares it: an npz dataset by its arrays (the fingerprint's
+    sha256), not by how its path is spelled, its file name or its compressed size."""
+    config, data = dict(record["config"]), dict(record["data"])
+    if str(config.get("dataset", "")).startswith("npz:"):
+        config["dataset"] = "npz"
+        data = {k: v for k, v in data.items() if k not in ("name", "file_bytes")}
+    return {"config": config, "data": data}
+
+
 def check_config(workdir: pathlib.Path, record: dict) -> None:
     """Writes `record` ({'config', 'data'}) to workdir/config.json for a new run; for an existing one
     checks that the stored record equals it (stored configs read with their legacy settings).
@@ -50,7 +60,7 @@ def check_config(workdir: pathlib.Path, record: dict) -> None:
     except (ValueError, OSError) as err:  # JSONDecodeError and ConfigError are ValueErrors
         raise WorkdirError(f"{str(path)!r} is unreadable ({first_line(err)}); restore it or use another "
                            "--workdir") from None
-    diff = differences(stored, record)
+    diff = differences(comparable(stored), comparable(record))
     if diff:
         raise WorkdirError(f"workdir {str(workdir)!r} holds a run with other settings or data "
                            f"({'; '.join(d.removeprefix('config.') for d in diff)}); use another --workdir or "
