@@ -117,6 +117,23 @@ def test_resume_mid_training_equals_uninterrupted(tmp_path, monkeypatch):
     assert without_timings(results_of(tmp_path / "cut")) == without_timings(results_of(tmp_path / "whole"))
 
 
+@pytest.mark.parametrize("query", ["random", "mcdropout"])
+def test_a_query_that_draws_from_its_key_picks_the_same_points_after_a_resume(tmp_path, monkeypatch, query):
+    """A crash inside round 2's training: the resumed run's keyed queries (random picks, MC-dropout
+    passes) draw what the uninterrupted run's drew, so every record and the labelled order are the same."""
+    from inas_jax.loop import train as train_mod
+    args = TINY + ["--strategy=fixed", "--arch=1,1", "--budget=80", "--checkpoint_seconds=0", f"--query={query}"]
+    assert run_cli(args + [f"--workdir={tmp_path / 'whole'}"]) == 0
+    whole = without_timings(results_of(tmp_path / "whole"))
+    assert [r["num_queried"] for r in whole["rounds"]] == [20, 20, 0]
+    real_epoch = crash_at_epoch_call(monkeypatch, 4)  # round 2, epoch 2 (round 1 used 2 epochs)
+    assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 130  # interrupted
+    assert len(results_of(tmp_path / "cut")["rounds"]) == 1
+    monkeypatch.setattr(train_mod, "train_epoch", real_epoch)
+    assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 0
+    assert without_timings(results_of(tmp_path / "cut")) == whole
+
+
 def test_killed_process_resumes_to_the_same_results(tmp_path):
     """SIGKILL the real command once round 1 is committed; rerunning it ends as an uninterrupted run."""
     flags_ = [*TINY, "--budget=100", "--query=coreset", "--strategy=fixed", "--arch=1,1"]

@@ -76,3 +76,14 @@ def reexec_with_huge_pages() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, sys.orig_argv, {**with_huge_pages(os.environ), RESTARTED: str(os.getpid())})
+
+
+def reexec_if_main(module_name: str) -> None:
+    """`reexec_with_huge_pages()` when `module_name` is "__main__": one line at a script's top.
+
+    Placed above a script's heavy imports as `reexec_if_main(__name__)`, it restarts a script run as a
+    program before jax loads, and leaves a script imported as a module (by a test) as it is, with no
+    second `if __name__ == "__main__"` block.
+    """
+    if module_name == "__main__":
+        reexec_with_huge_pages()
