@@ -29,9 +29,9 @@ inas_jax, `kmeans` is rerun after the timing with typiclust's settings (the same
 """
 from __future__ import annotations
 
-if __name__ == "__main__":  # first: glibc reads its tunables only at process start (inas_jax.allocator)
-    from inas_jax.runtime.allocator import reexec_with_huge_pages
-    reexec_with_huge_pages()
+from inas_jax.runtime.allocator import reexec_if_main
+
+reexec_if_main(__name__)  # first, before jax loads: glibc reads its tunables only at process start
 
 import argparse
 import hashlib

@@ -11,6 +11,10 @@ and what conv_impl="auto" picks. One process; run it on a quiet machine (the tim
 """
 from __future__ import annotations
 
+from inas_jax.runtime.allocator import reexec_if_main
+
+reexec_if_main(__name__)  # first, before jax loads: glibc reads its tunables only at process start
+
 import argparse
 import functools
 import sys
@@ -20,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inas_jax.runtime.allocator import reexec_with_huge_pages
 from inas_jax.model.conv import ConvLowering, convolve
 
 # (input size, input channels, output channels, stride): the stems, first stacks and stage changes of
@@ -64,7 +67,6 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--shapes", default=",".join(SHAPES), help="HxW:CIN-COUT[/STRIDE],...")
     args = parser.parse_args()
-    reexec_with_huge_pages()
     rng = np.random.default_rng(0)
     print(f"jax {jax.__version__} on {jax.default_backend()}, batch {args.batch}; forward + backward, ms per call "
           "(compile s)")

@@ -19,6 +19,10 @@ inference: predict() images/s over the MC pool (TrainConfig.eval_batch_size per 
 """
 from __future__ import annotations
 
+from inas_jax.runtime.allocator import reexec_if_main
+
+reexec_if_main(__name__)  # first, before jax loads: glibc reads its tunables only at process start
+
 import functools
 import hashlib
 import importlib.util
@@ -31,7 +35,6 @@ import numpy as np
 from absl import app, flags
 
 from inas_jax.queries import coreset, uncertainty
-from inas_jax.runtime.allocator import reexec_with_huge_pages
 from inas_jax.config import ModelConfig, TrainConfig
 from inas_jax.model.network import build_model
 from inas_jax.model.search_space import Arch
@@ -226,5 +229,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    reexec_with_huge_pages()
     app.run(main)

@@ -9,6 +9,10 @@ Prints peak RSS next to what one N x N float32 matrix would take: memory must gr
 """
 from __future__ import annotations
 
+from inas_jax.runtime.allocator import reexec_if_main
+
+reexec_if_main(__name__)  # first, before jax loads: glibc reads its tunables only at process start
+
 import json
 import pathlib
 import resource
@@ -33,7 +37,7 @@ def one_round(n: int) -> dict:
     from inas_jax.loop import round as active
     from inas_jax.loop.state import initial_state
     from inas_jax.config import from_preset
-    from inas_jax.data.dataset import Dataset, load_npz
+    from inas_jax.data import Dataset, load_npz
 
     full = load_npz(NPZ.value)
     ds = Dataset(full.name, full.x_train[:n], full.y_train[:n], full.x_test, full.y_test, full.num_classes)
@@ -71,6 +75,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    from inas_jax.runtime.allocator import reexec_with_huge_pages
-    reexec_with_huge_pages()
     app.run(main)

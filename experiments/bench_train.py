@@ -20,6 +20,10 @@ The peer needs torch: give its interpreter with --peer_python (see the README's 
 """
 from __future__ import annotations
 
+from inas_jax.runtime.allocator import reexec_if_main
+
+reexec_if_main(__name__)  # first, before jax loads: glibc reads its tunables only at process start
+
 import collections
 import gzip
 import json
@@ -37,8 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from inas_jax.runtime.allocator import TUNABLE, huge_pages_active, with_huge_pages
-from inas_jax.runtime.allocator import reexec_with_huge_pages
+from inas_jax.runtime.allocator import TUNABLE, huge_pages_active, with_huge_pages  # noqa: E402
 from inas_jax.config import ModelConfig, TrainConfig
 from inas_jax.model.conv import PATCH_MAX_SIZE, XLA_MAX_CHANNELS
 from inas_jax.model.network import build_model, forward_flops
@@ -190,5 +193,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    reexec_with_huge_pages()
     app.run(main)

@@ -15,6 +15,10 @@ training is converged at S when doubling S changes test accuracy by less than on
 """
 from __future__ import annotations
 
+from inas_jax.runtime.allocator import reexec_if_main
+
+reexec_if_main(__name__)  # first, before jax loads: glibc reads its tunables only at process start
+
 import json
 import pathlib
 import shutil
@@ -26,11 +30,10 @@ from absl import app, flags
 
 from inas_jax.loop import round as active
 from inas_jax.loop.state import initial_labelled
-from inas_jax.runtime.allocator import reexec_with_huge_pages
 from inas_jax.store import RunStore
 from inas_jax.runtime.compilation import enable_persistent_cache
 from inas_jax.config import from_preset
-from inas_jax.data.dataset import load_npz
+from inas_jax.data import load_npz
 from inas_jax.runtime.environment import environment
 from inas_jax.model.network import build_model
 from inas_jax.model.search_space import Arch
@@ -148,5 +151,4 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
     define_flags()
-    reexec_with_huge_pages()
     app.run(lambda argv: sys.exit(main(argv)))

@@ -15,7 +15,7 @@ import pytest
 from absl import flags
 
 from inas_jax.runtime.compilation import enable_persistent_cache
-from inas_jax.data.dataset import load_digits
+from inas_jax.data import load_digits
 
 enable_persistent_cache()
 

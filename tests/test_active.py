@@ -8,7 +8,7 @@ import pytest
 from inas_jax.loop import round as active
 from inas_jax.loop import state as state_mod
 from inas_jax.config import ConfigError, RunConfig, differences, from_preset, validate
-from inas_jax.data.dataset import Dataset
+from inas_jax.data import Dataset
 from inas_jax.queries import QUERIES
 from inas_jax.model.search_space import Arch
 

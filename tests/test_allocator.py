@@ -69,8 +69,8 @@ def test_reexec_restarts_once_with_the_tunable_and_respects_the_opt_out():
     assert tunables.split(":") == ["glibc.malloc.tcache_count=0", allocator.TUNABLE]
     _, tunables = run(REEXEC, {**without_tunables(), allocator.OPT_OUT: "1"}).split()
     assert tunables == "None"
-    script = REEXEC.replace("reexec_with_huge_pages", "reexec_if_main").replace("reexec_if_main()",
-                                                                                  "reexec_if_main(__name__)")
+    script = REEXEC.replace("import reexec_with_huge_pages; reexec_with_huge_pages()",
+                            "import reexec_if_main; reexec_if_main(__name__)")
     _, tunables = run(script, without_tunables()).split()
     assert tunables == allocator.TUNABLE
     _, tunables = run(script.replace("(__name__)", "('experiments.bench')"), without_tunables()).split()

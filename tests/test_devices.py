@@ -6,7 +6,7 @@ import sys
 
 SCRIPT = """
 import json, jax
-from inas_jax.data.dataset import load_digits
+from inas_jax.data import load_digits
 from inas_jax.config import ModelConfig, TrainConfig
 from inas_jax.model.network import build_model
 from inas_jax.model.search_space import Arch

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from inas_jax.data.dataset import Dataset
+from inas_jax.data import Dataset
 from inas_jax.store import RunStore, WorkdirError
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import CIFAR10_NPZ, tiny_config
 from inas_jax.config import ModelConfig, TrainConfig
-from inas_jax.data.dataset import load_npz
+from inas_jax.data import load_npz
 from inas_jax.model.network import build_model
 from inas_jax.model.search_space import Arch
 from inas_jax.loop.train import TrainingDiverged, epoch_batches, evaluate, train
@@ -63,11 +63,37 @@ def test_a_training_resumed_at_an_epoch_equals_the_uninterrupted_one(digits):
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
 
 
-def test_validation_mode_returns_best_epoch(digits):
-    x, y = digits.x_train[:300], digits.y_train[:300]
-    result = train(_model(Arch(1, 1), digits), x, y, TINY.replace(epochs=3), jax.random.key(0),
-                   val=(digits.x_test[:100], digits.y_test[:100]))
-    assert result.best_val_accuracy == max(h["val_accuracy"] for h in result.history)
+def test_validation_mode_scores_every_epoch_on_the_validation_set_and_returns_the_best(digits):
+    """Each epoch's val_accuracy is that epoch's network scored on `val` (computed here from the states
+    it saved), and best_val_accuracy the best of them: with validation labels equal to the first
+    epoch's predictions, the first epoch scores 1.0 and the last less (training never reads `val`)."""
+    x, y, x_val = digits.x_train[:300], digits.y_train[:300], digits.x_test[:100]
+    model, cfg = _model(Arch(1, 1), digits), TINY.replace(epochs=3)
+
+    class Keep:
+        resume = None
+
+        def __init__(self):
+            self.states = {}
+
+        def save(self, epoch, state, history):
+            self.states[epoch] = jax.tree.map(np.array, jax.device_get(state))
+
+    forward = jax.jit(lambda variables, images: model.apply(variables, images)[0])
+
+    def predictions(state):
+        return np.argmax(np.asarray(forward({"params": state.params, "batch_stats": state.batch_stats}, x_val)), -1)
+
+    first = Keep()
+    train(model, x, y, cfg, jax.random.key(0), val=(x_val, digits.y_test[:100]), checkpoint=first)
+    y_val = predictions(first.states[1]).astype(np.int32)
+    kept = Keep()
+    result = train(model, x, y, cfg, jax.random.key(0), val=(x_val, y_val), checkpoint=kept)
+    by_hand = [float(np.mean(predictions(kept.states[e]) == y_val)) for e in (1, 2, 3)]
+    assert by_hand[0] == 1.0 and by_hand[-1] < 1.0  # the last epoch is not the best
+    assert [h["val_accuracy"] for h in result.history] == pytest.approx(by_hand, abs=1e-12)
+    assert result.best_val_accuracy == 1.0
+    assert train(model, x, y, cfg, jax.random.key(0)).best_val_accuracy is None  # no val, no score
 
 
 def test_epoch_batches_oversample_evenly():
@@ -149,9 +175,45 @@ def test_initial_optimizer_state_is_optaxs_built_on_the_host(cfg):
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, np.asarray(b))
 
 
+def test_weight_decay_adds_twice_its_coefficient_times_the_conv_kernels_to_their_gradient():
+    """Keras's convention: wd * sum(w**2) over conv kernels is added to the loss, so the update of plain
+    SGD (lr 1 at the first of 4 steps, no momentum) with zero loss gradients is -2 * wd * w on conv kernels
+    and 0 elsewhere."""
+    from inas_jax.loop.train import make_optimizer
+    wd = 0.25
+    cfg = TrainConfig(epochs=4, epoch_size=10, batch_size=10, lr=1.0, momentum=0.0, nesterov=False, weight_decay=wd)
+    rng = np.random.default_rng(0)
+    params = {"stem_conv": {"kernel": jnp.asarray(rng.standard_normal((3, 3, 1, 4)), jnp.float32),
+                            "bias": jnp.asarray(rng.standard_normal(4), jnp.float32)},
+              "head": {"kernel": jnp.asarray(rng.standard_normal((4, 10)), jnp.float32)}}
+    tx = make_optimizer(cfg)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    keras_grad = jax.grad(lambda w: wd * jnp.sum(w ** 2))(params["stem_conv"]["kernel"])  # = 2 * wd * w
+    np.testing.assert_allclose(updates["stem_conv"]["kernel"], -keras_grad, rtol=1e-6)
+    np.testing.assert_allclose(updates["stem_conv"]["kernel"], -2 * wd * params["stem_conv"]["kernel"], rtol=1e-6)
+    assert not np.any(updates["stem_conv"]["bias"]) and not np.any(updates["head"]["kernel"])
+
+
 def test_divergence_is_detected(digits):
     with pytest.raises(TrainingDiverged, match="loss is"):
         train(_model(Arch(1, 1), digits), digits.x_train[:64], digits.y_train[:64], TINY.replace(lr=1e30),
+              jax.random.key(0))
+
+
+def test_a_parameter_that_is_not_finite_after_training_is_divergence(digits, monkeypatch):
+    """Finite losses but a NaN weight at the end (here planted in the last epoch's state) is caught too."""
+    from inas_jax.loop import train as train_mod
+    real = train_mod.train_epoch
+
+    def poisoned(*args, **kwargs):
+        state, losses, accs = real(*args, **kwargs)
+        params = jax.tree.map(lambda p: p, state.params)
+        params["head"]["bias"] = params["head"]["bias"].at[0].set(jnp.nan)
+        return state.replace(params=params), losses, accs
+
+    monkeypatch.setattr(train_mod, "train_epoch", poisoned)
+    with pytest.raises(TrainingDiverged, match="a parameter is not finite"):
+        train(_model(Arch(1, 1), digits), digits.x_train[:64], digits.y_train[:64], TINY.replace(epochs=1),
               jax.random.key(0))
 
 

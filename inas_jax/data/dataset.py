@@ -96,14 +96,3 @@ def checked(name, x_train, y_train, x_test, y_test, num_classes, source=None, or
         raise DataError(f"dataset {name!r}{where} has fewer than 2 classes")
     return Dataset(name, x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32), num_classes,
                    dict(origin or {}))
-
-
-def __getattr__(name: str):
-    """Temporary: `from inas_jax.data.dataset import load_dataset` (or load_npz, load_digits) still works.
-
-    The public home of the loaders is `inas_jax.data`; this goes once every caller imports from there.
-    """
-    if name in ("load_dataset", "load_npz", "load_digits"):
-        import inas_jax.data
-        return getattr(inas_jax.data, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

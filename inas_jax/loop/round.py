@@ -20,7 +20,7 @@ import numpy as np
 
 from inas_jax import queries
 from inas_jax.config import PHASES, RunConfig, differences
-from inas_jax.data.dataset import Dataset
+from inas_jax.data import Dataset
 from inas_jax.loop.inas import search
 from inas_jax.loop.state import NoProgress, PoolState, Progress, initial_state, is_finished, labelled_fingerprint
 from inas_jax.loop.train import (TrainConfig, TrainingDiverged, TrainResult, TrainState, evaluate, init_state,
