@@ -128,15 +128,19 @@ def _run_cells(run: dict) -> list[str]:
         archs, params = sorted(set(archs)), sorted(set(params))
     hours = st.round_cpu_hours(run, len(rounds))
     spent = "n/a" if hours is None else (f"{hours.sum():.2f} (" + " + ".join(f"{h:.2f}" for h in hours.sum(0)) + ")")
-    return [" -> ".join(archs), " / ".join(params), " / ".join(f"{r['test_accuracy']:.3f}" for r in rounds), spent]
+    cpus = sorted({str(r["environment"]["cpu_model"]) for r in rounds
+                   if isinstance(r.get("environment"), dict) and "cpu_model" in r["environment"]})
+    return [" -> ".join(archs), " / ".join(params), " / ".join(f"{r['test_accuracy']:.3f}" for r in rounds), spent,
+            ", ".join(cpus) or "not recorded"]
 
 
 def runs_table(groups) -> str:
-    """Every run: its architectures, parameters, test accuracy per round and CPU hours per phase."""
+    """Every run: its architectures, parameters, test accuracy per round, CPU hours per phase and the CPU
+    models its rounds recorded (XLA:CPU's floats differ between them)."""
     rows = [[*key, str(run["config"]["seed"])] + _run_cells(run)
             for key, runs in sorted(groups.items()) for run in sorted(runs, key=lambda r: r["config"]["seed"])]
     return table(["dataset", "strategy", "query", "seed", "architectures", "parameters", "test accuracy per round",
-                  "CPU hours: total (search + train + query)"], rows)
+                  "CPU hours: total (search + train + query)", "CPU"], rows)
 
 
 def sources_table(runs: list[dict], out: str) -> str:
