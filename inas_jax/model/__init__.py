@@ -1,1 +1,2 @@
-"""The network: the search space (search_space, no jax), the grid ResNet (network) and its convolution lowerings (conv, winograd)."""
+"""The network: the search space (search_space, no jax), the grid ResNet (network) and its convolution
+lowerings (conv, winograd)."""
