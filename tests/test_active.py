@@ -1,7 +1,6 @@
 import os
 import threading
 
-import jax
 import numpy as np
 import pytest
 
@@ -145,10 +144,11 @@ def test_label_isolation(digits, strategy, query):
         assert a.history[0]["candidates"]  # the search's scores were compared
 
 
-def test_the_test_set_chooses_nothing(digits):
+@pytest.mark.parametrize("strategy", ["inas", "longtail"])
+def test_the_test_set_chooses_nothing(digits, strategy):
     """Another test set (other images, other labels) changes only the test accuracies and losses: every
     round's candidates and their validation scores, architecture, training and picks are the same."""
-    cfg = tiny_config(query="sr", **FAST)
+    cfg = tiny_config(query="sr", strategy=strategy, **FAST)
     rng = np.random.default_rng(1)
     other = Dataset(digits.name, digits.x_train, digits.y_train,
                     rng.integers(0, 256, digits.x_test.shape).astype(np.uint8),
@@ -159,7 +159,7 @@ def test_the_test_set_chooses_nothing(digits):
     assert [{k: v for k, v in r.items() if k not in tested} for r in _without_timings(a.history)] == \
         [{k: v for k, v in r.items() if k not in tested} for r in _without_timings(b.history)]
     assert [r["test_accuracy"] for r in a.history] != [r["test_accuracy"] for r in b.history]  # it was seen
-    assert all(r["candidates"] for r in a.history)  # and the search ran in every round
+    assert a.history[0]["candidates"]  # the search's scores were compared
 
 
 def test_compiling_ahead_runs_in_the_background_and_changes_no_number(digits, monkeypatch):

@@ -36,7 +36,7 @@ huge_pages_possible = pytest.mark.skipif(
 def run(script: str, env: dict) -> str:
     env = {**env, "JAX_PLATFORMS": "cpu"}
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip()
+                          check=True, timeout=600).stdout.strip()
 
 
 def without_tunables() -> dict:

@@ -10,7 +10,7 @@ import time
 import pytest
 from absl import flags
 
-from conftest import TINY, crash_at_epoch_call, results_of, run_cli, without_timings
+from conftest import SUBPROCESS_TIMEOUT, TINY, crash_at_epoch_call, results_of, run_cli, without_timings
 from inas_jax import main as cli
 from inas_jax.queries import QUERIES
 
@@ -58,7 +58,7 @@ def test_longtail_searches_until_the_current_arch_wins_once_then_keeps_it(tmp_pa
     first, second = results["rounds"]
     assert steps_seen == [60] and first["arch"] == [3, 1] == second["arch"]
     assert {tuple(c["arch"]) for c in first["candidates"]} >= {(1, 1), (2, 1), (3, 1), (4, 1)}
-    assert second["candidates"] == [] and second["seconds"]["search"] < 1.0
+    assert second["candidates"] == []  # and steps_seen: round 2 did not search
 
 
 def test_training_dropout_trains_and_changes_the_run(tmp_path):
@@ -109,11 +109,14 @@ def test_resume_mid_training_equals_uninterrupted(tmp_path, monkeypatch):
     kept["spent"] = {"seconds": {"search": 5.0, "train": 1000.0}, "cpu_seconds": {"search": 6.0, "train": 2000.0}}
     progress.write_text(json.dumps(kept))
     monkeypatch.setattr(train_mod, "train_epoch", real_epoch)
+    wall, cpu = time.perf_counter(), time.process_time()
     assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 0
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu  # what the resuming process spent at most
     assert len(built) == 1
     resumed = results_of(tmp_path / "cut")["rounds"][1]
-    assert 1000 < resumed["seconds"]["train"] < 1100 and 2000 < resumed["cpu_seconds"]["train"] < 2100
-    assert 5 < resumed["seconds"]["search"] < 10 and list(resumed["seconds"]) == ["search", "train", "query"]
+    assert 0 < resumed["seconds"]["train"] - 1000 <= wall and 0 < resumed["cpu_seconds"]["train"] - 2000 <= cpu
+    assert 0 < resumed["seconds"]["search"] - 5 <= wall and 0 <= resumed["cpu_seconds"]["search"] - 6 <= cpu
+    assert list(resumed["seconds"]) == ["search", "train", "query"]
     assert without_timings(results_of(tmp_path / "cut")) == without_timings(results_of(tmp_path / "whole"))
 
 
@@ -142,17 +145,18 @@ def test_killed_process_resumes_to_the_same_results(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     cut = tmp_path / "cut"
     proc = subprocess.Popen(args + [f"--workdir={cut}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
+    deadline = time.time() + SUBPROCESS_TIMEOUT
     while time.time() < deadline and proc.poll() is None:
         if (cut / "results.json").exists() and len(results_of(cut)["rounds"]) >= 1:
             break
         time.sleep(0.05)
     killed = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.wait(timeout=SUBPROCESS_TIMEOUT)
     assert killed, "the run finished before it could be killed"
     assert len(results_of(cut)["rounds"]) < 4
-    again = subprocess.run(args + [f"--workdir={cut}"], env=env, capture_output=True, text=True)
+    again = subprocess.run(args + [f"--workdir={cut}"], env=env, capture_output=True, text=True,
+                           timeout=SUBPROCESS_TIMEOUT)
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stderr
     assert without_timings(results_of(cut)) == without_timings(results_of(tmp_path / "whole"))
@@ -190,7 +194,8 @@ def test_a_rerun_elsewhere_reads_every_executable_from_the_persistent_cache(tmp_
     """Two workdirs, same shapes: the second run compiles nothing, and its numbers are the same."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", INAS_JAX_COMPILATION_CACHE=str(tmp_path / "cache"))
     args = [sys.executable, "-m", "inas_jax.main", *TINY, "--budget=40", "--strategy=fixed", "--arch=1,1"]
-    runs = [subprocess.run(args + [f"--workdir={tmp_path / name}"], env=env, capture_output=True, text=True)
+    runs = [subprocess.run(args + [f"--workdir={tmp_path / name}"], env=env, capture_output=True, text=True,
+                           timeout=SUBPROCESS_TIMEOUT)
             for name in ("a", "b")]
     counts = []
     for proc in runs:

@@ -165,7 +165,7 @@ def test_importing_the_data_package_needs_no_tfds():
     # TFDS (and what it pulls in) is imported only when a TFDS dataset is asked for.
     script = ("import sys, inas_jax.data; from inas_jax.data import load_dataset; load_dataset('digits'); "
               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow_datasets', 'tensorflow')))")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=600).stdout
     assert out.strip() == "[]", out
 
 

@@ -28,7 +28,7 @@ def markdown_files() -> list[Path]:
     """Tracked and untracked-but-not-ignored *.md files; a directory walk where git is unavailable."""
     try:
         out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--",
-                              "*.md"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
+                              "*.md"], cwd=ROOT, capture_output=True, check=True, timeout=600).stdout.decode()
         files = [ROOT / name for name in out.split("\0") if name]
     except (OSError, subprocess.CalledProcessError):
         files = [p for p in ROOT.rglob("*.md") if not SKIP_DIRS & set(p.relative_to(ROOT).parts)]

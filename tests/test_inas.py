@@ -1,6 +1,5 @@
 import jax
 import numpy as np
-import pytest
 
 from inas_jax.loop.inas import search, split_train_val
 from inas_jax.model.network import Arch

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import TINY, crash_at_epoch_call, results_of, run_cli, without_timings
+from conftest import SUBPROCESS_TIMEOUT, TINY, crash_at_epoch_call, results_of, run_cli, without_timings
 
 HERE = pathlib.Path(__file__).parent
 # iNAS, 3 rounds (40, 60, 80 labels) of 30 epochs in all: with compiled code from the persistent cache
@@ -20,7 +20,8 @@ RUN = TINY + ["--budget=80", "--query=sr", "--checkpoint_seconds=0", "--epochs=4
 def _child(site, n, delay, workdir):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     return subprocess.run([sys.executable, str(HERE / "crash_child.py"), site, str(n), str(delay), *RUN,
-                           f"--workdir={workdir}"], env=env, capture_output=True, text=True, timeout=600)
+                           f"--workdir={workdir}"], env=env, capture_output=True, text=True,
+                          timeout=SUBPROCESS_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +92,30 @@ def test_corrupted_training_checkpoint_restarts_that_training(tmp_path, uninterr
     assert without_timings(results_of(tmp_path)) == uninterrupted
 
 
-def test_divergence_stops_with_a_clear_message_and_no_nan_result(tmp_path, capsys):
-    assert run_cli(TINY + ["--lr=1e30", "--strategy=fixed", "--arch=1,1", f"--workdir={tmp_path}"]) == 1
+def _refuse_non_finite(constant):
+    raise AssertionError(f"results.json holds {constant}")
+
+
+def test_divergence_stops_with_a_clear_message_and_no_nan_result(tmp_path, capsys, monkeypatch):
+    assert run_cli(TINY + ["--lr=1e30", "--strategy=fixed", "--arch=1,1", f"--workdir={tmp_path / 'first'}"]) == 1
     err = capsys.readouterr().err
     assert "error:" in err and "training loss is" in err
-    results = tmp_path / "results.json"
-    assert not results.exists() or "NaN" not in results.read_text()
+    assert not (tmp_path / "first" / "results.json").exists()  # round 1 diverged: no round to report
+    # A divergence in round 2 (its training losses made NaN): round 1's results stand, with no NaN in them.
+    from inas_jax.loop import train as train_mod
+    real, calls = train_mod.train_epoch, []
+
+    def diverging(*args, **kwargs):
+        calls.append(1)
+        state, losses, accs = real(*args, **kwargs)
+        return state, (losses * np.nan if len(calls) > 2 else losses), accs  # round 1 trained 2 epochs
+
+    monkeypatch.setattr(train_mod, "train_epoch", diverging)
+    assert run_cli(TINY + ["--strategy=fixed", "--arch=1,1", f"--workdir={tmp_path / 'second'}"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "round 2" in err[0] and "training loss is nan" in err[0], err
+    results = json.loads((tmp_path / "second" / "results.json").read_text(), parse_constant=_refuse_non_finite)
+    assert [r["round"] for r in results["rounds"]] == [1] and not results["finished"]
 
 
 def test_same_seed_same_run_and_other_seed_differs(tmp_path):
@@ -170,6 +189,7 @@ BAD_NPZ = [
 ]
 
 
+
 @pytest.mark.parametrize("arrays,message", BAD_NPZ, ids=[m for _, m in BAD_NPZ])
 def test_bad_npz_exits_2_with_one_line(tmp_path, capsys, arrays, message):
     workdir = tmp_path / "w"
@@ -202,7 +222,7 @@ def test_unreadable_npz_and_bad_workdirs(tmp_path, capsys, monkeypatch):
 
 def test_real_command_reports_bad_flag_in_one_line():
     proc = subprocess.run([sys.executable, "-m", "inas_jax.main", "--query=uncertainty"], capture_output=True, text=True,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == 2
     from inas_jax.queries import QUERIES
     assert proc.stderr.strip().splitlines() == ["error: --query='uncertainty' is unknown: choose one of "

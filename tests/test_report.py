@@ -149,7 +149,7 @@ def test_report_command_writes_pngs(tmp_path):
     _write_run(tmp_path / "runs" / "b", "inas", "random", 0, [0.4, 0.6])
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "inas_jax.report", f"--out={out}", str(tmp_path / "runs" / "*")],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in out.iterdir())
     assert names == ["architectures.png", "compare_random.png", "compare_sr.png", "curves_iNAS.png", "numbers.md",
@@ -157,7 +157,7 @@ def test_report_command_writes_pngs(tmp_path):
     assert all((out / n).read_bytes()[:4] == b"\x89PNG" for n in names if n.endswith(".png"))
     assert "| digits | sr | 0 | A(1,1) | A(2,1) |" in (out / "summary.md").read_text()
     bad = subprocess.run([sys.executable, "-m", "inas_jax.report", str(tmp_path / "nothing")],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "no results.json" in bad.stderr
 
 
@@ -210,7 +210,7 @@ def test_report_command_refuses_a_truncated_file_without_traceback(tmp_path):
     file = tmp_path / "results.json"
     file.write_text(VALID[:-10])
     proc = subprocess.run([sys.executable, "-m", "inas_jax.report", f"--out={tmp_path / 'out'}", str(file)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=600)
     err = proc.stderr.splitlines()
     assert proc.returncode == 2 and len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert err[0].startswith(f"error: {file}: not valid JSON (") and err[0].endswith("); truncated?")

@@ -104,11 +104,11 @@ def test_jobs_run_at_once_pinned_to_disjoint_cpus_and_a_failure_stops_the_queue(
     monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
     cpus = sorted(os.sched_getaffinity(0))
     jobs = min(2, len(cpus))
-    # Each fake run waits (up to 30 s) until a second run has started, records its CPUs and the runs
-    # started so far, then writes results.json.
+    # Each fake run waits (up to 120 s: a busy machine) until `jobs` runs have started, records its CPUs and
+    # the runs started so far, then writes results.json.
     script = ("import json, os, pathlib, sys, time; w = pathlib.Path(sys.argv[1]); w.mkdir(parents=True, exist_ok=True);"
               "(w / 'started').touch(); t = time.time();\n"
-              "while len(list(w.parent.glob('*/started'))) < 2 and time.time() < t + 30: time.sleep(0.05)\n"
+              f"while len(list(w.parent.glob('*/started'))) < {jobs} and time.time() < t + 120: time.sleep(0.05)\n"
               "print('log line');"
               "alive = sorted(p.parent.name for p in w.parent.glob('*/started'));"
               "(w / 'results.json').write_text(json.dumps(dict(cpus=sorted(os.sched_getaffinity(0)), alive=alive)));"

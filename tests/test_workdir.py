@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import TINY, results_of, run_cli, without_timings
+from conftest import SUBPROCESS_TIMEOUT, TINY, results_of, run_cli, without_timings
 from inas_jax.store import RunStore
 from inas_jax.config import from_preset
 
@@ -46,7 +46,8 @@ def test_a_second_run_on_a_locked_workdir_is_refused_naming_the_holder(tmp_path,
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     code = ("import sys, os; from inas_jax.store import RunStore; from inas_jax.config import from_preset; "
             f"s = RunStore({str(tmp_path)!r}, from_preset()); s.open(); os.kill(os.getpid(), 9)")
-    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                          timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == -9
     store = RunStore(tmp_path, from_preset())
     store.open()  # the kernel released the dead process's lock
@@ -198,7 +199,8 @@ def test_a_non_finite_test_loss_is_an_error_and_never_a_result(tmp_path, capsys,
 ])
 def test_flag_errors_of_the_real_command_are_one_line(tmp_path, args, message):
     proc = subprocess.run([sys.executable, "-m", "inas_jax.main", *args, f"--workdir={tmp_path / 'w'}"],
-                          capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+                          capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                          timeout=SUBPROCESS_TIMEOUT)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], \
         proc.stderr

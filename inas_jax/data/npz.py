@@ -74,6 +74,9 @@ def check_sizes(path: str, memory: int | None = None) -> None:
                     if read_header is None:
                         raise ValueError(f"member {info.filename!r} is not an .npy array of a known version")
                     shape, _, dtype = read_header(member)
+                    if dtype.hasobject:
+                        raise DataError(f"npz file {path!r} holds pickled objects, which are refused; store plain "
+                                        "numeric arrays")
                     payload = int(np.prod(shape, dtype=object)) * dtype.itemsize
                     if info.file_size > member.tell() + payload:
                         raise DataError(f"npz file {path!r}: member {info.filename!r} declares "
