@@ -52,6 +52,13 @@ def run_cli(args):
     return cli.main(["inas_jax"])
 
 
+def one_error_line(capsys) -> str:
+    """The one `error:` line a refused run printed to stderr (log lines, which start with the time, aside)."""
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line[:2].isdigit()]
+    assert len(err) == 1 and err[0].startswith("error:"), err
+    return err[0]
+
+
 def results_of(workdir):
     with open(pathlib.Path(workdir) / "results.json") as f:
         return json.load(f)

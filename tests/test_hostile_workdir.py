@@ -10,15 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import TINY, results_of, run_cli, without_timings
+from conftest import TINY, one_error_line, results_of, run_cli, without_timings
 
 FIXED = TINY + ["--strategy=fixed", "--arch=1,1", "--checkpoint_seconds=0"]
-
-
-def _one_error_line(capsys) -> str:
-    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line[:2].isdigit()]
-    assert len(err) == 1 and err[0].startswith("error:"), err
-    return err[0]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +33,7 @@ def test_flags_beyond_memory_are_refused_before_anything_is_written(tmp_path, ca
     cache = tmp_path / "cache"
     monkeypatch.setenv("INAS_JAX_COMPILATION_CACHE", str(cache))
     assert run_cli(TINY + args + [f"--workdir={tmp_path / 'w'}", f"--compilation_cache={cache}"]) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert flag in line and ("at most" in line or "exceeds" in line), line
     assert not (tmp_path / "w").exists() and not cache.exists()  # the cache is made only after every check
 
@@ -58,7 +52,7 @@ def test_memory_bound_names_the_largest_value_that_fits():
 
 def test_an_empty_workdir_flag_is_an_error_not_the_default(capsys):
     assert run_cli(FIXED + ["--workdir="]) == 2
-    assert "--workdir is empty" in _one_error_line(capsys)
+    assert "--workdir is empty" in one_error_line(capsys)
 
 
 def test_a_planted_write_probe_link_is_never_written_through(tmp_path):
@@ -92,13 +86,13 @@ def test_a_lock_that_is_not_a_file_is_one_line(tmp_path, capsys, kind):
     else:
         (workdir / ".lock").symlink_to(tmp_path / "elsewhere")
     assert run_cli(FIXED + [f"--workdir={workdir}"]) == 2
-    assert ".lock" in _one_error_line(capsys)
+    assert ".lock" in one_error_line(capsys)
     assert not (tmp_path / "elsewhere").exists()
 
 
 def test_a_workdir_name_over_255_bytes_is_one_line(tmp_path, capsys):
     assert run_cli(FIXED + [f"--workdir={tmp_path / ('x' * 300)}"]) == 2
-    assert "not writable" in _one_error_line(capsys)
+    assert "not writable" in one_error_line(capsys)
 
 
 def test_stale_temporary_files_of_a_killed_write_are_removed(tmp_path, whole):
@@ -136,7 +130,7 @@ def test_an_untrusted_cache_is_refused_by_the_driver_in_one_line(tmp_path, capsy
     cache.mkdir()
     os.chmod(cache, 0o777)
     assert run_cli(FIXED + [f"--workdir={tmp_path / 'w'}", f"--compilation_cache={cache}"]) == 2
-    assert "writable by every user" in _one_error_line(capsys)
+    assert "writable by every user" in one_error_line(capsys)
     assert not (tmp_path / "w").exists()
 
 
@@ -236,7 +230,7 @@ def test_the_report_refuses_a_bad_results_file_before_writing_anything(tmp_path,
     file = _results(tmp_path, **changes)
     out = tmp_path / "out"
     assert main([f"--out={out}", str(file)]) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert str(file) in line and message in line, line
     assert not out.exists() or not any(out.iterdir())
     assert not (tmp_path / "escape").exists()
@@ -273,7 +267,7 @@ def test_the_same_npz_spelled_otherwise_or_recompressed_resumes_other_arrays_do_
     np.savez(tmp_path / "d.npz", **arrays)
     capsys.readouterr()
     assert run_cli(FIXED + ["--dataset=npz:d.npz", f"--workdir={workdir}"]) == 2
-    assert "other settings or data" in _one_error_line(capsys)
+    assert "other settings or data" in one_error_line(capsys)
 
 
 def _npz_member(path, header_shape, payload_bytes, compress=False):
@@ -294,5 +288,5 @@ def test_an_npz_too_large_for_memory_is_refused_before_it_is_read(tmp_path, caps
     else:  # 3 MB on disk, 100 MB of zeros inside, under a header of 10 bytes
         _npz_member(path, (10,), 100 * 2 ** 20, compress=True)
     assert run_cli(FIXED + [f"--dataset=npz:{path}", f"--workdir={tmp_path / 'w'}"]) == 2
-    assert message in _one_error_line(capsys)
+    assert message in one_error_line(capsys)
     assert not (tmp_path / "w").exists()

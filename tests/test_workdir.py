@@ -8,17 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import SUBPROCESS_TIMEOUT, TINY, results_of, run_cli, without_timings
+from conftest import SUBPROCESS_TIMEOUT, TINY, one_error_line, results_of, run_cli, without_timings
 from inas_jax.store import RunStore
 from inas_jax.config import from_preset
 
 FIXED = TINY + ["--strategy=fixed", "--arch=1,1"]
-
-
-def _one_error_line(capsys) -> str:
-    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line[:2].isdigit()]
-    assert len(err) == 1 and err[0].startswith("error:"), err
-    return err[0]
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +29,12 @@ def test_a_second_run_on_a_locked_workdir_is_refused_naming_the_holder(tmp_path,
     holder.open()
     try:
         assert run_cli(FIXED + [f"--workdir={tmp_path}"]) == 2
-        assert f"in use by another run (pid {os.getpid()})" in _one_error_line(capsys)
+        assert f"in use by another run (pid {os.getpid()})" in one_error_line(capsys)
         assert sorted(os.listdir(tmp_path)) == [".lock", "config.json", "rounds", "training"]
     finally:
         holder.close()
     assert run_cli(FIXED + [f"--workdir={tmp_path}", "--preset=cpu"]) == 2  # other settings, lock now free
-    assert "other settings" in _one_error_line(capsys)
+    assert "other settings" in one_error_line(capsys)
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
@@ -70,23 +64,23 @@ def test_a_finished_run_rewrites_a_lost_results_json(tmp_path, finished, damage)
     ("[1, 2]", "expected an object"),
     ('{"config": {"seed": "zero"}, "data": {}}', "is unreadable (missing setting"),
 ])
-def test_an_unreadable_config_json_is_one_error_line(tmp_path, capsys, finished, content, message):
+def test_an_unreadable_config_json_isone_error_line(tmp_path, capsys, finished, content, message):
     args, workdir, _ = finished
     broken = tmp_path / "w"
     broken.mkdir()
     (broken / "config.json").write_text(content)
     assert run_cli(FIXED + [f"--workdir={broken}"]) == 2
-    assert message in _one_error_line(capsys)
+    assert message in one_error_line(capsys)
 
 
-def test_a_config_json_of_wrong_types_is_one_error_line(tmp_path, capsys):
+def test_a_config_json_of_wrong_types_isone_error_line(tmp_path, capsys):
     assert run_cli(FIXED + ["--budget=40", f"--workdir={tmp_path}"]) == 0
     stored = json.loads((tmp_path / "config.json").read_text())
     stored["config"]["train"]["epochs"] = "2"
     (tmp_path / "config.json").write_text(json.dumps(stored))
     capsys.readouterr()
     assert run_cli(FIXED + ["--budget=40", f"--workdir={tmp_path}"]) == 2
-    assert "train.epochs='2' is not of type int" in _one_error_line(capsys)
+    assert "train.epochs='2' is not of type int" in one_error_line(capsys)
 
 
 def test_a_workdir_recorded_before_xla_max_channels_existed_resumes_with_its_lowering(tmp_path, capsys):
@@ -100,14 +94,14 @@ def test_a_workdir_recorded_before_xla_max_channels_existed_resumes_with_its_low
     assert run_cli(args + ["--xla_max_channels=0"]) == 0
     capsys.readouterr()
     assert run_cli(args) == 2
-    assert "model.xla_max_channels: 0 -> 16" in _one_error_line(capsys)
+    assert "model.xla_max_channels: 0 -> 16" in one_error_line(capsys)
 
 
 @pytest.mark.parametrize("name", ["rounds", "training"])
-def test_a_checkpoint_directory_that_is_a_file_is_one_error_line(tmp_path, capsys, name):
+def test_a_checkpoint_directory_that_is_a_file_isone_error_line(tmp_path, capsys, name):
     (tmp_path / name).write_text("not a directory")
     assert run_cli(FIXED + [f"--workdir={tmp_path}"]) == 2
-    assert f"{name}' is not a directory" in _one_error_line(capsys)
+    assert f"{name}' is not a directory" in one_error_line(capsys)
 
 
 @pytest.mark.parametrize("content", ["garbage{", '{"round": 0, "scores": [[[99, 1], 0.5]]}', '{"round": 0}'])
@@ -150,7 +144,7 @@ def test_resuming_on_other_data_is_refused(tmp_path, capsys):
     _npz(data, 1)  # the same path, other images
     capsys.readouterr()
     assert run_cli(args) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert "other settings or data" in line and "data.sha256" in line
 
 
@@ -177,7 +171,7 @@ def test_a_failed_write_is_one_error_line_and_the_workdir_stays_resumable(tmp_pa
 
     monkeypatch.setattr(rounds, "write_json", full_disk)
     assert run_cli(FIXED + [f"--workdir={tmp_path}"]) == 1
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert "results.json: No space left on device" in line and "resumable" in line
     monkeypatch.undo()
     assert run_cli(FIXED + [f"--workdir={tmp_path}"]) == 0
@@ -188,7 +182,7 @@ def test_a_non_finite_test_loss_is_an_error_and_never_a_result(tmp_path, capsys,
     from inas_jax.loop import round as active
     monkeypatch.setattr(active, "evaluate", lambda *a, **k: {"accuracy": 0.1, "loss": float("nan")})
     assert run_cli(FIXED + [f"--workdir={tmp_path}"]) == 1
-    assert "test loss is nan" in _one_error_line(capsys)
+    assert "test loss is nan" in one_error_line(capsys)
     assert not (tmp_path / "results.json").exists()
 
 
