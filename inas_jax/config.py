@@ -20,6 +20,9 @@ from inas_jax.model.search_space import Arch
 STRATEGIES = ("inas", "fixed", "longtail")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 MAX_SEED = 2 ** 31 - 1  # jax.random.key(seed) distinguishes every seed in 0..MAX_SEED
+# Pool points per compiled MC-dropout / BALD call (inas_jax.queries.uncertainty): their memory is
+# O(MC_CHUNK * passes * C), which inas_jax.runtime.resources bounds.
+MC_CHUNK = 8192
 # The phases of a round whose wall and CPU seconds every round record holds, in order.
 PHASES = ("search", "train", "query")
 # The query functions by --query name, with their help; inas_jax.queries registers one function for

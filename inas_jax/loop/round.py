@@ -173,8 +173,7 @@ def train_final(ctx: RoundContext, arch: Arch) -> TrainResult:
 
 def evaluate_final(ctx: RoundContext, arch: Arch, result: TrainResult) -> dict:
     """{'accuracy', 'loss'} of the trained `arch` on the test set: recorded, never used to choose."""
-    test = evaluate(result.model, result.state, ctx.dataset.x_test, ctx.dataset.y_test,
-                    ctx.cfg.round_train(len(ctx.labelled_idx)).eval_batch_size)
+    test = evaluate(result.model, result.state, ctx.dataset.x_test, ctx.dataset.y_test, ctx.cfg.train.eval_batch_size)
     if not math.isfinite(test["loss"]):
         raise TrainingDiverged(f"round {ctx.r + 1} {arch}: the test loss is {test['loss']}; lower the "
                                "learning rate or check the data")

@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from inas_jax.config import MC_CHUNK
 from inas_jax.model.network import dropout, head_logits
 from inas_jax.queries.kmeans import check_query_size
 
 MC_PASSES = 100  # stochastic passes of MC-dropout and BALD (the paper's)
 MC_RATE = 0.5  # their dropout rate
-MC_CHUNK = 8192  # pool points per compiled MC call: memory O(MC_CHUNK * passes * C)
 
 
 def _top_b(scores: np.ndarray, is_labelled: np.ndarray, b: int) -> np.ndarray:

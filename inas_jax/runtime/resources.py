@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import os
 
-from inas_jax.config import ConfigError, RunConfig
+from inas_jax.config import MC_CHUNK, ConfigError, RunConfig
 
-MC_CHUNK = 8192  # inas_jax.queries.uncertainty.MC_CHUNK: pool points per MC call (a test checks they agree)
 FRACTION = 0.5  # of the available memory one step may take
 
 
