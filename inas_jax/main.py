@@ -6,15 +6,21 @@ from its workdir.
   python -m inas_jax.main --strategy=fixed --arch=2,4 --query=coreset --dataset=npz:../shared/data/cifar10.npz
 
 Rerunning the same command resumes from the last committed round (and mid-training checkpoint).
-Every flag but the five below the loop is a setting of `config.RunConfig` (`config.SETTINGS`); a flag
+Every flag but those below the loop is a setting of `config.RunConfig` (`config.SETTINGS`); a flag
 given overrides the preset.
+
+Exit status: 0 done; 1 the training diverged or the workdir could not be written (resumable);
+2 bad input (flags, data, workdir, labels), nothing written; 3 waiting for labels from a person
+(--oracle=person): fill the CSV the message names and run the same command again.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import pathlib
+import shlex
 import shutil
 import sys
 import tempfile
@@ -46,6 +52,12 @@ _FIRST_ROUND_FROM = flags.DEFINE_string(
     "first_round_from", None, "Workdir of a run with the same settings but for the query function's (--query, "
     "--mc_passes, --mc_rate): a new run starts from that run's first round (its search and final training, "
     "which come before any query) instead of recomputing it, with the same results.")
+_ORACLE = flags.DEFINE_enum(
+    "oracle", None, ["simulated", "person"], "Who labels the queried images: simulated (the labels the dataset "
+    "holds) or person (files under WORKDIR/labels/ to fill; the run exits with status 3 until they are). Default: "
+    "simulated where every label is known, person for an image folder's unlabelled/ pool.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Image folders: resize every image to this side (default: "
+                                   "the images' common size; required when their sizes differ).")
 _CKPT_SECONDS = flags.DEFINE_float("checkpoint_seconds", 60.0, "Minimum seconds between mid-training checkpoints.")
 _CACHE = flags.DEFINE_string("compilation_cache", None, "Directory of the persistent XLA compilation cache shared "
                              "by runs, or 'off' (default: $INAS_JAX_COMPILATION_CACHE, else ~/.cache/inas_jax/xla).")
@@ -86,13 +98,17 @@ def prepare_workdir(path: str) -> None:
                           f"{err.strerror or err}") from None
 
 
+def _accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def format_table(history) -> str:
     lines = [f"{'round':>5} {'labels':>7} {'arch':>7} {'params':>11} {'test acc':>9} "
              f"{'search s':>9} {'train s':>8} {'query s':>8}"]
     for r in history:
         s = r["seconds"]
         lines.append(f"{r['round']:5d} {r['num_labelled']:7d} {str(Arch.from_json(r['arch'])):>7} "
-                     f"{r['num_params']:11,d} {r['test_accuracy']:9.4f} {s['search']:9.1f} {s['train']:8.1f} "
+                     f"{r['num_params']:11,d} {_accuracy(r['test_accuracy']):>9} {s['search']:9.1f} {s['train']:8.1f} "
                      f"{s['query']:8.1f}")
     return "\n".join(lines)
 
@@ -117,21 +133,33 @@ def main(argv) -> int:
     from inas_jax.store import RunStore, WorkdirError
     from inas_jax.data import DataError
     from inas_jax.loop.train import TrainingDiverged
+    from inas_jax.oracle import LabelError, WaitingForLabels
 
+    store = None
     try:
         cfg, workdir, dataset = _checked_run()
         cache = _enable_cache(compilation)
         prepare_workdir(workdir)
-        store = RunStore(workdir, cfg, dataset.fingerprint, _CKPT_SECONDS.value, _FIRST_ROUND_FROM.value)
+        store = RunStore(workdir, cfg, dataset.fingerprint, _CKPT_SECONDS.value, _FIRST_ROUND_FROM.value,
+                         dataset.classes)
         store.open()
-    except (ConfigError, DataError, WorkdirError) as err:
+        oracle = _oracle(dataset, workdir)
+    except (ConfigError, DataError, WorkdirError, LabelError) as err:
+        if store is not None:
+            store.close()
         print(f"error: {err}", file=sys.stderr)
         return 2
     compiled_before = compilation.snapshot()
 
     log.info("workdir %s", workdir)
     try:
-        state = active.run(cfg, dataset, store)
+        state = active.run(cfg, dataset, store, oracle)
+    except WaitingForLabels as err:
+        print(f"waiting for labels: {err}; then run the same command again: {_this_command()}", file=sys.stderr)
+        return 3
+    except LabelError as err:
+        print(f"error: {err}; fix the file and run the same command again", file=sys.stderr)
+        return 2
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -149,6 +177,46 @@ def main(argv) -> int:
     print(format_table(state.history))
     print(f"results: {os.path.join(workdir, 'results.json')}")
     return 0
+
+
+def _this_command() -> str:
+    """The command line that started this process, to be run again."""
+    program = "inas-jax" if os.path.basename(sys.argv[0]) == "inas-jax" else "python -m inas_jax.main"
+    return " ".join([program, *map(shlex.quote, sys.argv[1:])])
+
+
+def _oracle_kind(dataset) -> str:
+    """--oracle, checked against the dataset; by default simulated where every label is known."""
+    kind = _ORACLE.value or ("simulated" if dataset.labels_known else "person")
+    if kind == "simulated" and not dataset.labels_known:
+        raise ConfigError(f"--oracle=simulated needs every label, but {dataset.name!r} has unlabelled images: use "
+                          "--oracle=person (or leave the flag out)")
+    if kind == "person" and not dataset.train_files:
+        raise ConfigError(f"--oracle=person asks about image files, but {dataset.name!r} has none: use an image "
+                          "folder (--dataset=folder:DIR)")
+    return kind
+
+
+def _oracle(dataset, workdir: str):
+    """The oracle of --oracle: the dataset's labels, or a person answering through WORKDIR/labels/."""
+    from inas_jax.oracle import SimulatedOracle
+    from inas_jax.oracle.person import PersonOracle
+    if _oracle_kind(dataset) == "simulated":
+        return SimulatedOracle(dataset.y_train)
+    given = [] if dataset.initial_idx is None else dataset.initial_idx
+    return PersonOracle(pathlib.Path(workdir) / "labels", dataset.classes, dataset.train_files, dataset.x_train,
+                        {int(i): int(dataset.y_train[i]) for i in given})
+
+
+def _with_given_labels(cfg: RunConfig, dataset) -> RunConfig:
+    """A folder's labelled/ images are the initial set: --initial_size defaults to their count."""
+    n = 0 if dataset.initial_idx is None else len(dataset.initial_idx)
+    if not n or cfg.initial_size == n:
+        return cfg
+    if flags.FLAGS["initial_size"].present:
+        raise ConfigError(f"--initial_size={cfg.initial_size}, but the folder gives {n} labelled images, the "
+                          "initial set: leave the flag out, or move images in or out of labelled/")
+    return dataclasses.replace(cfg, initial_size=n)
 
 
 def _checked_run():
@@ -169,8 +237,10 @@ def _checked_run():
         check_batch_divisible(cfg.train.batch_size)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    dataset = load_dataset(cfg.dataset, _DATA_DIR.value)
+    dataset = load_dataset(cfg.dataset, _DATA_DIR.value, _IMAGE_SIZE.value)
+    cfg = _with_given_labels(cfg, dataset)
     validate(cfg, pool_size=len(dataset.x_train))
+    _oracle_kind(dataset)
     check_memory(cfg, dataset.image_shape, dataset.num_classes, len(dataset.x_train))
     return cfg, workdir, dataset
 

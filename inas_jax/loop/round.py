@@ -2,8 +2,9 @@
 
 One round, top to bottom: `search_architecture` (iNAS, or the fixed architecture) -> `train_final`
 (from scratch on all labelled points) -> `evaluate_final` (test accuracy, recorded; it chooses
-nothing) -> `query` (b unlabelled points) -> `record` (the next PoolState). Each reads the round's
-`RoundContext` and returns what the next needs. Labels are read in one place only, `labels_of`, and
+nothing) -> `query` (b unlabelled points) -> `ask` (the oracle learns what it will be asked) ->
+`record` (the next PoolState). Each reads the round's `RoundContext` and returns what the next needs.
+Labels come from the oracle (inas_jax.oracle) only, read once per round in `RoundContext.start` and
 only for labelled indices; the test set is only ever evaluated.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import jax
 import numpy as np
 
 from inas_jax import queries
+from inas_jax.oracle import Oracle, SimulatedOracle
 from inas_jax.config import PHASES, RunConfig, differences
 from inas_jax.data import Dataset
 from inas_jax.loop.inas import search
@@ -42,11 +44,6 @@ UNTIL_CONVERGED = MAX_BLOCKS * MAX_STACKS
 def round_key(cfg: RunConfig, round_: int) -> jax.Array:
     """The key of round `round_` (0-based): fold_in(key(seed), round)."""
     return jax.random.fold_in(jax.random.key(cfg.seed), round_)
-
-
-def labels_of(dataset: Dataset, labelled_idx: np.ndarray) -> np.ndarray:
-    """The oracle: labels of labelled pool points. The only place pool labels are read."""
-    return dataset.y_train[labelled_idx]
 
 
 class PhaseClock:
@@ -81,8 +78,8 @@ class PhaseClock:
 @dataclasses.dataclass(frozen=True)
 class RoundContext:
     """What every step of round r reads: the settings, the data, the round's key and labelled set
-    (x_lab (n, H, W, C) uint8, y_lab (n,) int32, read once through labels_of), where progress goes, the
-    background compiler and the phase clock."""
+    (x_lab (n, H, W, C) uint8, y_lab (n,) int32, read once from the oracle), where progress goes, the
+    oracle, the background compiler and the phase clock."""
 
     cfg: RunConfig
     dataset: Dataset
@@ -92,15 +89,18 @@ class RoundContext:
     x_lab: np.ndarray
     y_lab: np.ndarray
     progress: Progress
+    oracle: Oracle
     ahead: CompileAhead
     clock: PhaseClock
 
     @classmethod
-    def start(cls, state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Progress,
+    def start(cls, state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Progress, oracle: Oracle,
               ahead: CompileAhead) -> "RoundContext":
+        """The round's context; the oracle's labels of the labelled set (it may raise WaitingForLabels)."""
         idx = state.labelled_idx
-        return cls(cfg, dataset, state.round, round_key(cfg, state.round), idx, dataset.x_train[idx],
-                   labels_of(dataset, idx), progress, ahead, PhaseClock(progress.known_spent(state.round)))
+        y_lab = oracle.labels(state.round + 1, idx)
+        return cls(cfg, dataset, state.round, round_key(cfg, state.round), idx, dataset.x_train[idx], y_lab,
+                   progress, oracle, ahead, PhaseClock(progress.known_spent(state.round)))
 
     def build(self, arch: Arch) -> Model:
         return build_model(arch, self.dataset.num_classes, self.cfg.model, self.dataset.channel_stats)
@@ -172,7 +172,10 @@ def train_final(ctx: RoundContext, arch: Arch) -> TrainResult:
 
 
 def evaluate_final(ctx: RoundContext, arch: Arch, result: TrainResult) -> dict:
-    """{'accuracy', 'loss'} of the trained `arch` on the test set: recorded, never used to choose."""
+    """{'accuracy', 'loss'} of the trained `arch` on the test set: recorded, never used to choose (both
+    None without a test set)."""
+    if not len(ctx.dataset.x_test):
+        return {"accuracy": None, "loss": None}
     test = evaluate(result.model, result.state, ctx.dataset.x_test, ctx.dataset.y_test, ctx.cfg.train.eval_batch_size)
     if not math.isfinite(test["loss"]):
         raise TrainingDiverged(f"round {ctx.r + 1} {arch}: the test loss is {test['loss']}; lower the "
@@ -203,6 +206,18 @@ def query(ctx: RoundContext, result: TrainResult) -> np.ndarray:
                   jax.random.fold_in(ctx.key, QUERY))
 
 
+def ask(ctx: RoundContext, result: TrainResult, new: np.ndarray) -> None:
+    """Tells the oracle the points queried for the next round, with the trained network's class
+    probabilities (b, K) when the oracle shows them to a person (a deterministic pass: it changes nothing)."""
+    if not len(new):
+        return
+    probabilities = None
+    if ctx.oracle.wants_guesses:
+        logits, _ = predict(result.model, result.state, ctx.dataset.x_train[new], ctx.cfg.train.eval_batch_size)
+        probabilities = np.asarray(jax.nn.softmax(logits, -1))
+    ctx.oracle.ask(ctx.r + 2, new, probabilities)
+
+
 def record(state: PoolState, ctx: RoundContext, arch: Arch, candidates: list[dict], result: TrainResult,
            test: dict, new: np.ndarray) -> PoolState:
     """The next state: the round's record appended (results.json's per-round fields), `new` labelled."""
@@ -213,14 +228,15 @@ def record(state: PoolState, ctx: RoundContext, arch: Arch, candidates: list[dic
              "final_train_loss": result.history[-1]["loss"], "candidates": candidates,
              "num_queried": int(len(new)), "labelled_sha1": labelled_fingerprint(ctx.labelled_idx),
              "environment": environment(), "seconds": ctx.clock.seconds, "cpu_seconds": ctx.clock.cpu_seconds}
-    log.info("round %d: %d labels, %s, test accuracy %.4f; queried %d (%s)", ctx.r + 1, len(ctx.labelled_idx), arch,
-             test["accuracy"], len(new), ", ".join(f"{k} {v:.1f}s" for k, v in ctx.clock.seconds.items()))
+    accuracy = "no test set" if test["accuracy"] is None else f"test accuracy {test['accuracy']:.4f}"
+    log.info("round %d: %d labels, %s, %s; queried %d (%s)", ctx.r + 1, len(ctx.labelled_idx), arch, accuracy,
+             len(new), ", ".join(f"{k} {v:.1f}s" for k, v in ctx.clock.seconds.items()))
     return state.replace(labelled_idx=np.concatenate([ctx.labelled_idx, new]).astype(np.int32), round=ctx.r + 1,
                          arch=arch, history=state.history + (entry,))
 
 
 def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Progress = NoProgress(),
-              ahead: CompileAhead | None = None) -> PoolState:
+              ahead: CompileAhead | None = None, oracle: Oracle | None = None) -> PoolState:
     """One active round; returns the next state (round + 1, grown labelled set, one more record).
 
     Keys: round_key then fold_in SEARCH, FINAL_TRAINING, QUERY; so a resumed run repeats exactly
@@ -228,13 +244,16 @@ def run_round(state: PoolState, dataset: Dataset, cfg: RunConfig, progress: Prog
     step while its first trains, and the next round's candidates while the final network trains
     (the CPU time of that compilation then counts in this round's train phase).
     """
-    ctx = RoundContext.start(state, dataset, cfg, progress, ahead or CompileAhead(enabled=False))
+    ctx = RoundContext.start(state, dataset, cfg, progress, oracle or SimulatedOracle(dataset.y_train),
+                             ahead or CompileAhead(enabled=False))
     arch, candidates = search_architecture(ctx, state.arch)
     ctx.clock.lap()
     result = train_final(ctx, arch)
+    progress.save_network(ctx.r, arch, result)
     test = evaluate_final(ctx, arch, result)
     ctx.clock.lap()
     new = query(ctx, result)
+    ask(ctx, result, new)
     ctx.clock.lap()
     return record(state, ctx, arch, candidates, result, test, new)
 
@@ -250,12 +269,14 @@ def warn_if_environment_changed(state: PoolState) -> None:
                     "uninterrupted run bit for bit", "; ".join(changed))
 
 
-def run(cfg: RunConfig, dataset: Dataset, progress: Progress = NoProgress()) -> PoolState:
-    """The whole run: resumes from `progress` (or starts from the initial set), runs the remaining
-    rounds and commits each; returns the final state. cfg must be valid for the dataset."""
+def run(cfg: RunConfig, dataset: Dataset, progress: Progress = NoProgress(), oracle: Oracle | None = None) -> PoolState:
+    """The whole run: resumes from `progress` (or starts from the initial set: the dataset's labelled
+    images if it has any, else a random draw), runs the remaining rounds and commits each; returns the
+    final state. cfg must be valid for the dataset. oracle: who labels (default: the dataset's labels)."""
+    oracle = oracle or SimulatedOracle(dataset.y_train)
     state = progress.load()
     if state is None:
-        state = initial_state(cfg, len(dataset.x_train))
+        state = initial_state(cfg, len(dataset.x_train), getattr(dataset, "initial_idx", None))
         log.info("new run: %s %s on %s, %d rounds to %d labels", cfg.strategy, cfg.query, dataset.name,
                  len(cfg.schedule()), cfg.budget)
     else:
@@ -265,7 +286,7 @@ def run(cfg: RunConfig, dataset: Dataset, progress: Progress = NoProgress()) -> 
     with CompileAhead(enabled=jax.default_backend() == "cpu" and cpu_threads() > 1) as ahead:
         while not is_finished(state, cfg):
             t = time.perf_counter()
-            state = run_round(state, dataset, cfg, progress, ahead)
+            state = run_round(state, dataset, cfg, progress, ahead, oracle)
             progress.save_round(state, finished=is_finished(state, cfg))
             log.info("round %d committed (%.1fs)", state.round, time.perf_counter() - t)
     progress.write_results(state, finished=True)  # a finished run's results.json, even if it was lost

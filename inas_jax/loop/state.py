@@ -52,6 +52,7 @@ class Progress(Protocol):
     def known_scores(self, round_: int) -> dict[Arch, float]: ...
     def known_spent(self, round_: int) -> dict: ...
     def candidate_done(self, round_: int, arch: Arch, score: float, spent: dict) -> None: ...
+    def save_network(self, round_: int, arch: Arch, result: Any) -> None: ...
     def training(self, round_: int, task: str, template: Callable[[], Any],
                  times: PhaseTimes) -> TrainingCheckpoint | None: ...
 
@@ -75,6 +76,9 @@ class NoProgress:
     def candidate_done(self, round_, arch, score, spent):
         pass
 
+    def save_network(self, round_, arch, result):
+        pass
+
     def training(self, round_, task, template, times):
         return None
 
@@ -86,8 +90,14 @@ def initial_labelled(pool_size: int, k: int, seed: int) -> np.ndarray:
     return np.asarray(perm[:k], np.int32)
 
 
-def initial_state(cfg: RunConfig, pool_size: int) -> PoolState:
-    return PoolState(labelled_idx=initial_labelled(pool_size, cfg.initial_size, cfg.seed), round=0, arch=cfg.arch)
+def initial_state(cfg: RunConfig, pool_size: int, given: np.ndarray | None = None) -> PoolState:
+    """The state before the first round: the labelled set `given` (pool indices whose labels the data
+    holds, e.g. an image folder's labelled/ images) when there is one, else the random initial set."""
+    if given is not None and len(given):
+        labelled = np.asarray(given, np.int32)
+    else:
+        labelled = initial_labelled(pool_size, cfg.initial_size, cfg.seed)
+    return PoolState(labelled_idx=labelled, round=0, arch=cfg.arch)
 
 
 def is_finished(state: PoolState, cfg: RunConfig) -> bool:

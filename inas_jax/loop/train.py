@@ -183,7 +183,13 @@ def _forward(model: Model, variables, images):
 
 def predict(model: Model, state: TrainState, x: np.ndarray,
             batch_size: int = EVAL_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic pass over x (N, H, W, C) uint8: (logits (N, C), embeddings (N, D)) as float32 numpy.
+    """Deterministic pass over x (N, H, W, C) uint8: (logits (N, C), embeddings (N, D)) as float32 numpy."""
+    return predict_variables(model, {"params": state.params, "batch_stats": state.batch_stats}, x, batch_size)
+
+
+def predict_variables(model: Model, variables: dict, x: np.ndarray,
+                      batch_size: int = EVAL_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """`predict` with the network's variables {params, batch_stats}, e.g. a saved network's.
 
     Batches are padded to one fixed size (a multiple of the device count) so the forward pass
     compiles once per model, and are split across devices.
@@ -191,7 +197,7 @@ def predict(model: Model, state: TrainState, x: np.ndarray,
     replicated, sharded = data_parallel()
     batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
     model = jax.device_put(model, replicated)
-    variables = jax.device_put({"params": state.params, "batch_stats": state.batch_stats}, replicated)
+    variables = jax.device_put(variables, replicated)
     logits, embeddings = [], []
     for start in range(0, len(x), batch_size):
         chunk = x[start:start + batch_size]

@@ -11,10 +11,10 @@ import json
 import math
 import os
 import re
-import tempfile
 
 from inas_jax.config import STRATEGIES, dataset_label, with_legacy_settings
 from inas_jax.model.search_space import Arch
+from inas_jax.runtime.atomic import write_atomic
 
 
 class ReportError(ValueError):
@@ -33,18 +33,8 @@ def safe_name(text: str) -> str:
 
 
 def write_file(out: str, name: str, write) -> str:
-    """Writes out/name through `write(binary file)` atomically, into a fresh temporary file renamed over
-    the name: a link planted there is replaced, never followed. Returns the path."""
-    path = os.path.join(out, safe_name(name))
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{safe_name(name)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    """Writes out/name (made safe) through `write(binary file)` atomically; returns the path."""
+    return str(write_atomic(os.path.join(out, safe_name(name)), write))
 
 
 def load_runs(patterns: list[str]) -> list[dict]:

@@ -13,6 +13,9 @@ WORKDIR/
   first_round/         the first round's progress and the last checkpoint of its final training (if
                        any), kept when that round ends: a run differing only in its query function
                        starts there (RunStore(first_round_from=...), --first_round_from)
+  network/<r>/         Orbax: the network trained in round r (weights, settings, class names), the
+                       model a run hands back (inas_jax.predict); the newest 2 kept
+  labels/              a person's answers and the requests for them (inas_jax.oracle.person)
   results.json         config + one record per completed round (rewritten atomically each round)
 Every write is atomic (Orbax commits by rename; JSON goes through a fresh temporary file), so a kill
 at any moment leaves the last complete checkpoint readable. A damaged checkpoint or progress file is
@@ -27,7 +30,7 @@ from typing import Any, Callable
 from inas_jax.config import RunConfig
 from inas_jax.loop.state import PhaseTimes, PoolState
 from inas_jax.model.search_space import Arch
-from inas_jax.store import first_round, rounds, workdir
+from inas_jax.store import first_round, network, rounds, workdir
 from inas_jax.store.files import WorkdirError, remove_stale_temporaries  # noqa: F401  (the store's error)
 from inas_jax.store.first_round import FIRST_ROUND  # noqa: F401
 from inas_jax.store.training import TrainingCheckpoint, TrainingCheckpoints
@@ -40,15 +43,18 @@ class RunStore:
     checkpoint_seconds: minimum time between mid-training checkpoints (0 = after every epoch).
     first_round_from: the workdir of a run with the same settings and data but for the query function's
     (config.QUERY_SETTINGS); a new run starts from that run's first round instead of recomputing it.
+    classes: the class names, kept with each round's network (default: "0".."K-1").
     """
 
     def __init__(self, workdir: str | os.PathLike, cfg: RunConfig, data: dict | None = None,
-                 checkpoint_seconds: float = 60.0, first_round_from: str | os.PathLike | None = None):
+                 checkpoint_seconds: float = 60.0, first_round_from: str | os.PathLike | None = None,
+                 classes: tuple[str, ...] = ()):
         self.dir = pathlib.Path(workdir)
         self.cfg = cfg
         self.data = data or {}
         self.checkpoint_seconds = checkpoint_seconds
         self.first_round_from = first_round_from
+        self.classes = tuple(classes)
         self._lock = None
         self._rounds: rounds.RoundCheckpoints | None = None
         self._training: TrainingCheckpoints | None = None
@@ -97,6 +103,12 @@ class RunStore:
 
     def write_results(self, state: PoolState, finished: bool) -> None:
         rounds.write_results(self.dir, self.cfg, state, finished)
+
+    def save_network(self, round_: int, arch: Arch, result: Any) -> None:
+        """Keeps the network trained in round `round_` (a loop.train.TrainResult): the model handed back."""
+        classes = self.classes or tuple(str(k) for k in range(result.model.module.num_classes))
+        network.save_network(self.dir, self.cfg, round_, arch, result.model, result.state, classes,
+                             tuple(self.data.get("image_shape", ())))
 
     def known_scores(self, round_: int) -> dict[Arch, float]:
         """Scores of the iNAS candidates finished in this round."""

@@ -2,34 +2,21 @@
 readable checkpoint."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pathlib
 import shutil
-import tempfile
 from typing import Any, Callable
 
 import orbax.checkpoint as ocp
+
+from inas_jax.runtime.atomic import write_json  # noqa: F401  (the store's JSON files)
 
 log = logging.getLogger(__name__)
 
 
 class WorkdirError(ValueError):
     """The workdir cannot hold this run: other settings or data, in use, or damaged beyond recovery."""
-
-
-def write_json(path: pathlib.Path, obj) -> None:
-    """Writes obj to path atomically through a temporary file created exclusively beside it (a fresh
-    name: never a path that already exists, such as a planted symlink), then renamed over path."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(obj, indent=1))
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def remove(path: pathlib.Path) -> None:
