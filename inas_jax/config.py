@@ -119,7 +119,7 @@ QUERY_SETTINGS = ("query", "mc_passes", "mc_rate")
 class RunConfig:
     """Everything that determines the results of one active-learning run (not where it is stored)."""
 
-    dataset: str = setting("digits", "digits | cifar10 | cifar100 | svhn | npz:PATH")
+    dataset: str = setting("digits", "digits | cifar10 | cifar100 | svhn | npz:PATH | folder:DIR (an image folder)")
     query: str = setting("sr", "Query function: " + "; ".join(f"{n}: {h}" for n, h in QUERY_HELP.items()))
     strategy: str = setting("inas", "inas (grow from --arch) | fixed (train --arch in every round) | longtail "
                                     "(iNAS from --arch until it stops, in the first round only; then fixed)")
@@ -338,7 +338,8 @@ def run_name(cfg: RunConfig) -> str:
 
 def dataset_label(dataset: str) -> str:
     """Short file-name-safe name of a --dataset value: npz:../data/cifar10.npz -> cifar10."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset.removeprefix("npz:").split("/")[-1].removesuffix(".npz"))
+    name = dataset.removeprefix("npz:").removeprefix("folder:").rstrip("/").split("/")[-1].removesuffix(".npz")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:

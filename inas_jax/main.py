@@ -46,8 +46,14 @@ for _setting in config.SETTINGS:
 _PRESET = flags.DEFINE_string("preset", "cpu", f"Protocol preset: {' | '.join(config.PRESETS)}; flags override it.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (prepared with array_record).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/DATASET_STRATEGY_QUERY_seedN).")
-_MULTIHOST = flags.DEFINE_boolean("multihost", False, "Call jax.distributed.initialize() first (multi-host "
-                                  "TPU/GPU pods; every host runs the same command).")
+_MULTIHOST = flags.DEFINE_boolean("multihost", False, "One run over several processes, the cluster detected by "
+                                  "jax.distributed.initialize() (Cloud TPU, Slurm, Open MPI); every process runs the "
+                                  "same command.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "One run over several processes, without a detected "
+                                   "cluster: HOST:PORT of process 0 (with --num_processes and --process_id).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --coordinator_address: how many processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --coordinator_address: this process's index, 0 "
+                                   "(the one that writes the workdir) to --num_processes - 1.")
 _FIRST_ROUND_FROM = flags.DEFINE_string(
     "first_round_from", None, "Workdir of a run with the same settings but for the query function's (--query, "
     "--mc_passes, --mc_rate): a new run starts from that run's first round (its search and final training, "
@@ -128,21 +134,17 @@ def main(argv) -> int:
         print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
         return 2
     _setup_logging()
-    from inas_jax.loop import round as active
-    from inas_jax.runtime import compilation
-    from inas_jax.store import RunStore, WorkdirError
     from inas_jax.data import DataError
-    from inas_jax.loop.train import TrainingDiverged
-    from inas_jax.oracle import LabelError, WaitingForLabels
+    from inas_jax.oracle import LabelError
+    from inas_jax.runtime import compilation
+    from inas_jax.runtime.distributed import is_writer
+    from inas_jax.store import WorkdirError
 
     store = None
     try:
         cfg, workdir, dataset = _checked_run()
         cache = _enable_cache(compilation)
-        prepare_workdir(workdir)
-        store = RunStore(workdir, cfg, dataset.fingerprint, _CKPT_SECONDS.value, _FIRST_ROUND_FROM.value,
-                         dataset.classes)
-        store.open()
+        store = _open_store(cfg, workdir, dataset)
         oracle = _oracle(dataset, workdir)
     except (ConfigError, DataError, WorkdirError, LabelError) as err:
         if store is not None:
@@ -150,33 +152,69 @@ def main(argv) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     compiled_before = compilation.snapshot()
-
     log.info("workdir %s", workdir)
     try:
-        state = active.run(cfg, dataset, store, oracle)
-    except WaitingForLabels as err:
-        print(f"waiting for labels: {err}; then run the same command again: {_this_command()}", file=sys.stderr)
-        return 3
-    except LabelError as err:
-        print(f"error: {err}; fix the file and run the same command again", file=sys.stderr)
-        return 2
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except OSError as err:  # a full disk, a quota, a file system gone read-only: the last commit stands
-        where = err.filename or workdir
-        print(f"error: cannot write {where}: {err.strerror or err}; the workdir is resumable: fix the cause and "
-              "rerun the same command", file=sys.stderr)
-        return 1
+        status, state = _run(cfg, dataset, store, oracle, workdir)
     finally:
-        store.close()
+        if store is not None:
+            store.close()
+    if status or not is_writer():
+        return status
     log.info("%s; cache %s", compilation.snapshot().since(compiled_before).summary(), cache or "off")
     print(format_table(state.history))
     print(f"results: {os.path.join(workdir, 'results.json')}")
     return 0
+
+
+def _open_store(cfg: RunConfig, workdir: str, dataset):
+    """The run's RunStore, opened (created, locked, checked) by the writer process; None on the others,
+    which receive the writer's refusal, if any, and raise it too."""
+    from inas_jax.runtime.distributed import is_writer, share
+    from inas_jax.store import RunStore, WorkdirError
+    opened = []
+
+    def open_on_writer() -> str | None:
+        try:
+            prepare_workdir(workdir)
+            store = RunStore(workdir, cfg, dataset.fingerprint, _CKPT_SECONDS.value, _FIRST_ROUND_FROM.value,
+                             dataset.classes)
+            store.open()
+        except (ConfigError, WorkdirError) as err:
+            return str(err)
+        opened.append(store)
+        return None
+
+    refused = share(open_on_writer)
+    if refused is not None:
+        raise ConfigError(refused) if is_writer() else ConfigError(f"the writer process refused the run: {refused}")
+    return opened[0] if opened else None
+
+
+def _run(cfg: RunConfig, dataset, store, oracle, workdir: str):
+    """(exit status, final state) of the rounds: 0, or the status of what stopped them, said in one line."""
+    from inas_jax.loop import round as active
+    from inas_jax.loop.train import TrainingDiverged
+    from inas_jax.oracle import LabelError, WaitingForLabels
+    from inas_jax.runtime.distributed import several
+    from inas_jax.store.shared import SharedProgress
+    try:
+        return 0, active.run(cfg, dataset, SharedProgress(store) if several() else store, oracle)
+    except WaitingForLabels as err:
+        print(f"waiting for labels: {err}; then run the same command again: {_this_command()}", file=sys.stderr)
+        return 3, None
+    except LabelError as err:
+        print(f"error: {err}; fix the file and run the same command again", file=sys.stderr)
+        return 2, None
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1, None
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130, None
+    except OSError as err:  # a full disk, a quota, a file system gone read-only: the last commit stands
+        print(f"error: cannot write {err.filename or workdir}: {err.strerror or err}; the workdir is resumable: fix "
+              "the cause and rerun the same command", file=sys.stderr)
+        return 1, None
 
 
 def _this_command() -> str:
@@ -191,6 +229,8 @@ def _oracle_kind(dataset) -> str:
     if kind == "simulated" and not dataset.labels_known:
         raise ConfigError(f"--oracle=simulated needs every label, but {dataset.name!r} has unlabelled images: use "
                           "--oracle=person (or leave the flag out)")
+    if kind == "person" and (_MULTIHOST.value or _COORDINATOR.value):
+        raise ConfigError("--oracle=person runs in one process: leave out --multihost and --coordinator_address")
     if kind == "person" and not dataset.train_files:
         raise ConfigError(f"--oracle=person asks about image files, but {dataset.name!r} has none: use an image "
                           "folder (--dataset=folder:DIR)")
@@ -231,8 +271,7 @@ def _checked_run():
     workdir = default_workdir(cfg) if _WORKDIR.value is None else _WORKDIR.value
     if not _CKPT_SECONDS.value >= 0 or not math.isfinite(_CKPT_SECONDS.value):
         raise ConfigError(f"--checkpoint_seconds={_CKPT_SECONDS.value} must be a finite number >= 0")
-    if _MULTIHOST.value:
-        _initialize_multihost()
+    _initialize_multihost()
     try:
         check_batch_divisible(cfg.train.batch_size)
     except ValueError as err:
@@ -256,12 +295,22 @@ def _enable_cache(compilation) -> str | None:
 
 
 def _initialize_multihost() -> None:
-    import jax
+    """jax.distributed.initialize for --multihost (detected) or --coordinator_address (given)."""
+    given = [f for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID) if f.value is not None]
+    if not _MULTIHOST.value and not given:
+        return
+    if given and len(given) != 3:
+        raise ConfigError("--coordinator_address, --num_processes and --process_id go together: give all three")
+    if given and not (_NUM_PROCESSES.value >= 1 and 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value):
+        raise ConfigError(f"--process_id={_PROCESS_ID.value} must be in 0..--num_processes-1 "
+                          f"(--num_processes={_NUM_PROCESSES.value})")
+    from inas_jax.runtime.distributed import initialize
     try:
-        jax.distributed.initialize()
+        initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     except Exception as err:  # JAX raises several types when no cluster or coordinator is found
-        raise ConfigError(f"--multihost: jax.distributed.initialize() failed ({' '.join(str(err).split())[:200]}); "
-                          "run it on every host of a TPU/GPU pod, or set the coordinator address") from None
+        raise ConfigError(f"jax.distributed.initialize() failed ({' '.join(str(err).split())[:200]}); run the same "
+                          "command on every process, or give --coordinator_address, --num_processes and "
+                          "--process_id") from None
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -12,11 +12,12 @@ ALLOWED = {
     "model": {"config", "runtime"},
     "data": {"config", "runtime"},
     "queries": {"config", "model", "runtime"},
-    "loop": {"config", "model", "data", "queries", "runtime"},
+    "loop": {"config", "model", "data", "queries", "oracle", "runtime"},
     "store": {"config", "model", "loop", "runtime"},
     "report": {"config", "model", "runtime"},  # runtime.atomic only (checked below)
     "oracle": {"config", "data", "runtime"},
     "predict": {"config", "model", "data", "loop", "store", "runtime"},
+    "grid": {"config", "report", "runtime"},
 }
 MAX_FUNCTION_LINES = 60
 

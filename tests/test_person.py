@@ -168,3 +168,63 @@ def test_the_simulated_oracle_cannot_label_a_real_pool(tmp_path, digits, capsys)
                     f"--workdir={tmp_path / 'w'}"]) == 2
     assert "--oracle=simulated needs every label" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+LABEL_STUDIO = pathlib.Path(__file__).parent / "data" / "label_studio"
+
+
+@pytest.fixture()
+def exported_pool(tmp_path):
+    """A person oracle over the files of the recorded Label Studio tasks (rounds 1 and 2), round 1 asked."""
+    files = tuple(t["data"]["file"] for name in ("tasks_round_01.json", "tasks_round_02.json")
+                  for t in json.loads((LABEL_STUDIO / name).read_text()))
+    images = np.zeros((len(files), 8, 8, 1), np.uint8)
+    oracle = PersonOracle(tmp_path / "w" / "labels", ("0", "1", "2"), files, images)
+    with pytest.raises(WaitingForLabels):
+        oracle.labels(1, np.arange(4))
+    return oracle
+
+
+def import_export(oracle, name: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "inas_jax.oracle.cli", "import", str(oracle.dir.parent),
+                           str(LABEL_STUDIO / name)], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+
+
+def test_a_real_label_studio_export_answers_a_round(exported_pool):
+    proc = import_export(exported_pool, "export_round_01.json")
+    assert proc.returncode == 0 and "round 1: 4 labels written" in proc.stdout, proc.stderr
+    assert exported_pool.labels(1, np.arange(4)).tolist() == [0, 1, 2, 0]
+    exported_pool.ask(2, np.array([4, 5, 6]), np.eye(3, dtype=np.float32)[[1, 1, 0]])
+    proc = import_export(exported_pool, "export_round_02_two_annotations.json")  # the newest annotation counts
+    assert proc.returncode == 0, proc.stderr
+    assert exported_pool.labels(2, np.arange(7)).tolist() == [0, 1, 2, 0, 1, 2, 0]
+
+
+@pytest.mark.parametrize("name", ["export_round_02_missing.json", "export_round_02_missing_all_tasks.json"])
+def test_a_skipped_or_unannotated_task_leaves_its_label_empty(exported_pool, name):
+    assert import_export(exported_pool, "export_round_01.json").returncode == 0
+    exported_pool.labels(1, np.arange(4))
+    exported_pool.ask(2, np.array([4, 5, 6]), None)
+    proc = import_export(exported_pool, name)
+    assert proc.returncode == 0 and "1 labels written" in proc.stdout and "2 images have no label" in proc.stdout
+    with pytest.raises(WaitingForLabels, match="2 of 3 labels are still empty"):
+        exported_pool.labels(2, np.arange(7))
+
+
+def test_an_export_of_another_round_or_run_is_refused_in_one_line(exported_pool):
+    for name, message in (("export_round_02.json", "round 2 has asked for no labels"),
+                          ("tasks_round_01.json", "is not a Label Studio JSON export")):
+        proc = import_export(exported_pool, name)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert import_export(exported_pool, "export_round_01.json").returncode == 0
+    exported_pool.labels(1, np.arange(4))
+    proc = import_export(exported_pool, "export_round_01.json")
+    assert proc.returncode == 2 and "accepted already" in proc.stderr
+
+
+def test_fill_answers_the_waiting_round_from_a_file_of_known_labels(exported_pool):
+    proc = subprocess.run([sys.executable, "-m", "inas_jax.oracle.cli", "fill", str(exported_pool.dir.parent),
+                           str(LABEL_STUDIO / "answers.csv")], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    assert proc.returncode == 0 and "round 1: 4 labels written" in proc.stdout, proc.stderr
+    assert exported_pool.labels(1, np.arange(4)).tolist() == [0, 1, 2, 0]

@@ -192,7 +192,7 @@ def select(cfg: RunConfig, model: Model, state: TrainState, pool: np.ndarray, la
     outputs = None
     if query_.uses_model:
         logits, embeddings = predict(model, state, pool, cfg.train.eval_batch_size)
-        outputs = queries.PoolOutputs(logits, embeddings, state.params["head"])
+        outputs = queries.PoolOutputs(logits, embeddings, jax.device_get(state.params["head"]))
     return query_.fn(outputs, is_labelled, b, key, queries.QueryOptions(cfg.mc_passes, cfg.mc_rate))
 
 
@@ -283,7 +283,9 @@ def run(cfg: RunConfig, dataset: Dataset, progress: Progress = NoProgress(), ora
         log.info("resuming after round %d of %d", state.round, len(cfg.schedule()))
         warn_if_environment_changed(state)
     # On accelerators compiling is a sliver of a run, and a warm-up's step would share the device's memory.
-    with CompileAhead(enabled=jax.default_backend() == "cpu" and cpu_threads() > 1) as ahead:
+    # With several processes every computation is collective: none may run on a background thread.
+    with CompileAhead(enabled=jax.default_backend() == "cpu" and cpu_threads() > 1 and jax.process_count() == 1) \
+            as ahead:
         while not is_finished(state, cfg):
             t = time.perf_counter()
             state = run_round(state, dataset, cfg, progress, ahead, oracle)

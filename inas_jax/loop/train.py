@@ -59,6 +59,29 @@ def data_parallel() -> tuple[NamedSharding, NamedSharding]:
     return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
 
 
+def place(tree: Any, sharding: NamedSharding) -> Any:
+    """Host values (numpy arrays, or pytrees of them and of fully replicated arrays) on the devices of
+    `sharding`. One process: jax.device_put. Several (jax.distributed): every process holds the same
+    host values and hands each of its own devices its slice, making one global array.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def one(leaf):
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return jax.tree.map(one, tree)
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+    """A jax array as numpy on every process: gathered from the other processes when it is split
+    across them (a batch-sharded output of several processes), else read directly."""
+    if jax.process_count() > 1 and not array.is_fully_replicated and not array.is_fully_addressable:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+    return np.asarray(array)
+
+
 def check_batch_divisible(batch_size: int, what: str = "--batch_size") -> None:
     if batch_size % jax.device_count():
         raise ValueError(f"{what}={batch_size} is not divisible by the {jax.device_count()} devices: "
@@ -161,7 +184,7 @@ def _sharded_step(state: TrainState, model: Model, x: jax.Array, y: jax.Array, i
                   cfg: TrainConfig, sharded: NamedSharding):
     """`train_step` with cfg's step config on the batch idx (B,) put on the devices split by `sharded`:
     how `train_epoch` (and `warm_up`, to compile the same step) call it."""
-    idx = jax.device_put(np.asarray(idx, np.int32), sharded)
+    idx = place(np.asarray(idx, np.int32), sharded)
     return train_step(state, model, x, y, idx, key, cfg=cfg.step_config())
 
 
@@ -196,17 +219,17 @@ def predict_variables(model: Model, variables: dict, x: np.ndarray,
     """
     replicated, sharded = data_parallel()
     batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
-    model = jax.device_put(model, replicated)
-    variables = jax.device_put(variables, replicated)
+    model = place(model, replicated)
+    variables = place(variables, replicated)
     logits, embeddings = [], []
     for start in range(0, len(x), batch_size):
         chunk = x[start:start + batch_size]
         pad = batch_size - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        out_logits, out_emb = _forward(model, variables, jax.device_put(chunk, sharded))
-        logits.append(np.asarray(out_logits, np.float32)[:len(chunk) - pad])
-        embeddings.append(np.asarray(out_emb, np.float32)[:len(chunk) - pad])
+        out_logits, out_emb = _forward(model, variables, place(chunk, sharded))
+        logits.append(to_host(out_logits).astype(np.float32, copy=False)[:len(chunk) - pad])
+        embeddings.append(to_host(out_emb).astype(np.float32, copy=False)[:len(chunk) - pad])
     return np.concatenate(logits), np.concatenate(embeddings)
 
 
@@ -224,10 +247,10 @@ def _placed(model: Model, x: np.ndarray, y: np.ndarray, capacity: int | None) ->
     with zero rows to `capacity` rows (max(N, capacity) rows in all)."""
     replicated, _ = data_parallel()
     pad = max(0, (capacity or 0) - len(x))
-    x_dev = jax.device_put(np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x, replicated)
-    y_dev = jax.device_put(np.concatenate([y, np.zeros((pad,), y.dtype)]).astype(np.int32) if pad
-                           else np.asarray(y, np.int32), replicated)
-    return jax.device_put(model, replicated), x_dev, y_dev
+    x_dev = place(np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x, replicated)
+    y_dev = place(np.concatenate([y, np.zeros((pad,), y.dtype)]).astype(np.int32) if pad
+                  else np.asarray(y, np.int32), replicated)
+    return place(model, replicated), x_dev, y_dev
 
 
 def warm_up(model: Model, cfg: TrainConfig, image_shape: tuple[int, ...], rows: int, validate: bool = False) -> None:
@@ -240,7 +263,7 @@ def warm_up(model: Model, cfg: TrainConfig, image_shape: tuple[int, ...], rows: 
     x = np.zeros((rows, *image_shape), np.uint8)
     model, x_dev, y_dev = _placed(model, x, np.zeros((rows,), np.int32), None)
     replicated, sharded = data_parallel()
-    state = jax.device_put(init_state(model, cfg, jax.random.key(0), image_shape), replicated)
+    state = place(init_state(model, cfg, jax.random.key(0), image_shape), replicated)
     idx = np.zeros((cfg.batch_size,), np.int32)
     state, _, _ = _sharded_step(state, model, x_dev, y_dev, idx, jax.random.key(0), cfg, sharded)
     if validate:
@@ -281,7 +304,7 @@ def train(model: Model, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, key: jax
         start, state, history = 0, init_state(model, cfg, jax.random.fold_in(key, 0), x.shape[1:]), []
     else:
         start, state, history = resume[0], resume[1], list(resume[2])
-    state = jax.device_put(state, data_parallel()[0])
+    state = place(state, data_parallel()[0])
     last_log = time.perf_counter()
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()

@@ -58,7 +58,9 @@ def checked_answers(rows: list[dict], where: str, asked: list[list], classes: tu
     if empty:
         raise WaitingForLabels(f"{empty} of {len(asked)} labels are still empty in {where}" if given else
                                f"{len(asked)} images to label: fill the label column of {where} with class names "
-                               f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
+                               f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}; the images are "
+                               "shown in the .png beside it), or label the .tasks.json beside it in Label Studio and "
+                               "import its export with inas-jax-labels import")
     return given
 
 
@@ -76,7 +78,7 @@ def label_studio_rows(export_path: pathlib.Path) -> list[dict]:
             raise ValueError("expected a JSON list of tasks (Label Studio's JSON export)")
         rows = []
         for task in tasks:
-            annotations = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
+            annotations = [a for a in task["annotations"] if not a.get("was_cancelled")]  # a task file has none
             annotations.sort(key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a.get("id", 0)))
             choices = [r["value"]["choices"] for a in annotations[-1:] for r in a.get("result", [])
                        if r.get("type") == "choices"]

@@ -72,6 +72,8 @@ class PersonOracle:
         self.initial = dict(initial or {})
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state = load_state(self.dir, self.classes)
+        if self.state["answers"] or self.initial:  # all.csv again, in case a kill came between the two writes
+            self._commit(self.state)
 
     def known(self) -> dict[int, int]:
         """{pool index: class index} of every label given: the folder's and the person's."""

@@ -2,12 +2,14 @@
 readable checkpoint."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pathlib
 import shutil
 from typing import Any, Callable
 
+import jax
 import orbax.checkpoint as ocp
 
 from inas_jax.runtime.atomic import write_json  # noqa: F401  (the store's JSON files)
@@ -46,6 +48,13 @@ def manager(directory: pathlib.Path, keep: int) -> ocp.CheckpointManager:
         raise WorkdirError(f"{str(directory)!r} is not a directory of this run (a file or a link); move it away to "
                            "resume this workdir")
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
+    if jax.process_count() > 1:
+        # Several processes (jax.distributed): only the writer keeps the workdir (store.shared), so its
+        # managers must not wait for the others at Orbax's barriers (and then Orbax creates no directory).
+        directory.mkdir(parents=True, exist_ok=True)
+        only_me = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
+                                                     active_processes={jax.process_index()})
+        options = dataclasses.replace(options, create=False, multiprocessing_options=only_me)
     return ocp.CheckpointManager(directory.absolute(), options=options)
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import pathlib
 from typing import Any
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -37,7 +38,7 @@ def save_network(workdir: pathlib.Path, cfg: RunConfig, round_: int, arch: Arch,
     meta = {"config": cfg.to_dict(), "round": round_ + 1, "arch": arch.to_json(), "classes": list(classes),
             "image_shape": list(image_shape), "mean": np.asarray(model.mean).tolist(),
             "std": np.asarray(model.std).tolist()}
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     keeper = manager(workdir / DIR, keep=2)
     try:
         keeper.save(round_ + 1, args=ocp.args.Composite(variables=ocp.args.StandardSave(variables),
