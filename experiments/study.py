@@ -1,20 +1,23 @@
 """The CIFAR-10 studies at CPU scale: every query x strategy x seed of a preset (experiments/paper.py).
 
   python experiments/study.py run                        # the cifar_plateau study's declared runs, resuming
-  python experiments/study.py run --jobs=2               # two runs at once, one per core
+  python experiments/study.py run --jobs=2               # two runs at once, one core each
   python experiments/study.py status                     # each run done, under way or to run; core-hours left
   python experiments/study.py report                     # figures, summary.md, numbers.md from the committed results
   python experiments/study.py verify cifar10_inas_sr_seed0   # rerun one configuration, compare
   python experiments/study.py --study=cifar_cpu verify cifar10_fixed1x2_sr_seed0   # the first study
 
 `run` works in runs/STUDY/NAME (checkpoints; not committed) and copies each finished run's
-results.json to experiments/results/STUDY/runs/NAME.json; with --jobs=N, N runs go at once, each
-pinned to its share of the CPUs and logging to its workdir's driver.log. A run whose strategy and seed
-another run has already taken through its first round starts from that round (--first_round_from:
-the same results, ~12% less compute; its record carries that round's CPU time); with --jobs=N it
-does not start beside a sibling still computing that round while another run can start instead.
-Stopping it at any moment loses at most the work since the last checkpoint: the same command
-resumes. `verify` reruns one configuration from scratch in a temporary workdir, pinned to as many
+results.json to experiments/results/STUDY/runs/NAME.json. It runs the study on the grid runner
+(inas_jax.grid, a local Ray cluster): with --jobs=N, N runs at once, each pinned to one CPU of its
+own (one XLA:CPU thread, as the committed runs were made) and logging to its workdir's driver.log,
+while a progress line shows each run's round. A run whose strategy and seed another run has already
+taken through its first round starts from that round (--first_round_from: the same results, ~12%
+less compute; its record carries that round's CPU time); it does not start beside a sibling still
+computing that round while another run can start instead. A run killed by a signal restarts from
+its workdir; one that fails is reported with its error line while the others go on. Stopping it
+(Ctrl-C) at any moment loses at most the work since the last checkpoint: the same command resumes.
+`verify` reruns one configuration from scratch in a temporary workdir, pinned to as many
 CPUs as the run recorded, keeps the rerun's results.json in experiments/results/STUDY/verify/ and
 checks that the labelled indices (sha1 per round), architectures, candidate scores and accuracies
 equal the committed file; exit status 1 if they do not.
@@ -29,9 +32,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import paper
+from inas_jax.grid import Grid, Run, run_grid
+from inas_jax.grid.plan import is_finished
 from inas_jax.runtime import environment
 from inas_jax.store import FIRST_ROUND
 from inas_jax.config import PRESETS
@@ -116,15 +120,6 @@ def start_pinned(cmd: list[str], cpus, stdout=None) -> subprocess.Popen:
     return proc
 
 
-def cpu_groups(jobs: int) -> list[set[int]]:
-    """This process's CPUs in `jobs` disjoint groups, one per concurrent run: two runs pinned to one core
-    each train 12-25% more images per second in total than two sharing both cores, or one on both."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if not 1 <= jobs <= len(cpus):
-        raise ValueError(f"--jobs={jobs} must be between 1 and the {len(cpus)} CPUs this process may use")
-    return [set(cpus[i::jobs]) for i in range(jobs)]
-
-
 def _flags(cmd: list[str]) -> dict[str, str]:
     """{name: value} of a driver command's --name=value flags."""
     return dict(a[2:].split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
@@ -146,59 +141,38 @@ def first_round_source(cmd: list[str], todo: list[tuple[str, list[str]]]) -> pat
     return None
 
 
-def next_run(pending: list[tuple[str, list[str]]], running: list[list[str]]) -> int:
-    """Index in `pending` of the run to start next: the first one no running sibling (same settings but
-    the query) is still computing the first round of, since it will start from that round once kept;
-    the first one if every one waits on a sibling (a CPU is not left idle for it)."""
-    def waits(cmd):
-        return any(_settings(other) == _settings(cmd) and not (workdir_of(other) / FIRST_ROUND).is_dir()
-                   for other in running)
-    return next((i for i, (_, cmd) in enumerate(pending) if not waits(cmd)), 0)
+def driver_run(name: str, cmd: list[str]) -> Run:
+    """The grid's run of a driver command `python -m inas_jax.main FLAGS...`."""
+    if cmd[1:3] != ["-m", "inas_jax.main"]:
+        raise ValueError(f"{name}: not a driver command: {cmd[:3]}")
+    return Run(name, tuple(cmd[3:]))
 
 
 def run(args) -> int:
-    """Every unfinished configuration of the study, `args.jobs` at a time (in paper.py's order); with
-    more than one job each runs pinned to its CPU group and logs to its workdir's driver.log."""
+    """Every unfinished configuration of the study (in paper.py's order) on the grid runner, `args.jobs`
+    at once, each pinned to one CPU; a finished run's results.json is copied to RESULTS/STUDY/runs/.
+    Finished runs whose workdir is still here go to the grid too (it skips them), to lend their first
+    round."""
+    allowed = len(os.sched_getaffinity(0))
+    if not 1 <= args.jobs <= allowed:
+        print(f"error: --jobs={args.jobs} must be between 1 and the {allowed} CPUs this process may use",
+              file=sys.stderr)
+        return 2
     runs_dir(args.study).mkdir(parents=True, exist_ok=True)
     todo = study(args.study, args.npz, args.seeds)
-    pending = []
+    runs = []
     for i, (name, cmd) in enumerate(todo):
         done = committed_file(args.study, name).exists()
         print(f"[{i + 1}/{len(todo)}] {name}: {'done' if done else 'to run'}", flush=True)
-        if not done:
-            pending.append((name, cmd))
-    free, running, failed = cpu_groups(args.jobs), {}, []
-    while pending or running:
-        while pending and free:
-            name, cmd = pending.pop(next_run(pending, [c for _, _, _, c in running.values()]))
-            group = free.pop(0)
-            workdir = workdir_of(cmd)
-            source = first_round_source(cmd, todo)
-            if source is not None:
-                cmd = [*cmd, f"--first_round_from={source}"]
-            print(f"start {name}: {' '.join(cmd[1:])}", flush=True)
-            # With one job the group is every CPU this process may use, as unpinned, and the output goes
-            # to this terminal.
-            if args.jobs == 1:
-                proc = start_pinned(cmd, group)
-            else:
-                workdir.mkdir(parents=True, exist_ok=True)
-                with open(workdir / "driver.log", "a") as log:
-                    proc = start_pinned(cmd, group, log)
-            running[proc] = (name, workdir, group, cmd)
-        time.sleep(0.2)
-        for proc in [p for p in running if p.poll() is not None]:
-            name, workdir, group, _ = running.pop(proc)
-            free.append(group)
-            if proc.returncode:
-                failed.append(name)
-                print(f"{name} failed (exit {proc.returncode}); rerun this command to resume it", file=sys.stderr)
-                continue
-            shutil.copyfile(workdir / "results.json", committed_file(args.study, name))
-            print(f"finished {name}", flush=True)
-        if failed:
-            pending.clear()
-    return 1 if failed else 0
+        if not done or is_finished(workdir_of(cmd)):
+            runs.append(driver_run(name, cmd))
+    grid = Grid(tuple(runs), cwd=str(ROOT), cpus_per_run=1)
+
+    def commit(finished: Run) -> None:
+        if not committed_file(args.study, finished.name).exists():
+            shutil.copyfile(grid.workdir(finished) / "results.json", committed_file(args.study, finished.name))
+
+    return run_grid(grid, max_running=args.jobs, on_finished=commit).exit_status
 
 
 def _strategy_of(cmd: list[str]) -> str:
@@ -367,7 +341,7 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run")
     p.add_argument("--seeds", default=None, type=_seeds, help="only these of the declared seeds")
-    p.add_argument("--jobs", default=1, type=int, help="configurations at once, each pinned to its share of the CPUs")
+    p.add_argument("--jobs", default=1, type=int, help="configurations at once, each pinned to one CPU of its own")
     p = sub.add_parser("status")
     p.add_argument("--seeds", default=None, type=_seeds, help="only these of the declared seeds")
     sub.add_parser("report")

@@ -83,57 +83,6 @@ def test_a_run_starts_from_the_first_round_of_its_sibling_with_the_same_results(
     assert "reproduced" in capsys.readouterr().out
 
 
-def test_a_run_waits_for_a_running_sibling_to_keep_its_first_round_unless_nothing_else_can_start(tmp_path):
-    """With two jobs, the sr run of a seed does not start beside its random sibling's first round (it
-    would recompute it): another run goes first, and it starts once the sibling has kept that round."""
-    def cmd(query, seed):
-        return [sys.executable, "-m", "inas_jax.main", f"--query={query}", f"--seed={seed}",
-                f"--workdir={tmp_path}/{query}{seed}"]
-    random0, sr0, random1 = cmd("random", 0), cmd("sr", 0), cmd("random", 1)
-    assert study.next_run([("sr0", sr0), ("random1", random1)], [random0]) == 1
-    assert study.next_run([("sr0", sr0)], [random0]) == 0  # nothing else to start: no idle CPU
-    coreset0 = cmd("coreset", 0) + [f"--first_round_from={tmp_path}/other"]  # a running run that adopted
-    assert study.next_run([("sr0", sr0), ("random1", random1)], [coreset0]) == 1
-    (tmp_path / "random0" / "first_round").mkdir(parents=True)
-    assert study.next_run([("sr0", sr0), ("random1", random1)], [random0]) == 0
-
-
-def test_jobs_run_at_once_pinned_to_disjoint_cpus_and_a_failure_stops_the_queue(tmp_path, monkeypatch, capsys):
-    """--jobs=N: N runs at once, each pinned to its own CPU group and logging to its workdir; a failed
-    run is reported (exit 1) and nothing new starts after it, while the runs already going finish."""
-    monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
-    cpus = sorted(os.sched_getaffinity(0))
-    jobs = min(2, len(cpus))
-    # Each fake run waits (up to 120 s: a busy machine) until `jobs` runs have started, records its CPUs and
-    # the runs started so far, then writes results.json.
-    script = ("import json, os, pathlib, sys, time; w = pathlib.Path(sys.argv[1]); w.mkdir(parents=True, exist_ok=True);"
-              "(w / 'started').touch(); t = time.time();\n"
-              f"while len(list(w.parent.glob('*/started'))) < {jobs} and time.time() < t + 120: time.sleep(0.05)\n"
-              "print('log line');"
-              "alive = sorted(p.parent.name for p in w.parent.glob('*/started'));"
-              "(w / 'results.json').write_text(json.dumps(dict(cpus=sorted(os.sched_getaffinity(0)), alive=alive)));"
-              "sys.exit(3 if w.name == 'b' else 0)")
-
-    def fake(name, npz, seeds):
-        return [(n, [sys.executable, "-c", script, f"{tmp_path}/runs/{n}", f"--workdir={tmp_path}/runs/{n}"])
-                for n in ("a", "b", "c", "d")]
-
-    monkeypatch.setattr(study, "study", fake)
-    assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[0], jobs=jobs)) == 1
-    out = capsys.readouterr()
-    assert "b failed (exit 3)" in out.err
-    runs = tmp_path / "results" / "tiny" / "runs"
-    first = json.loads((runs / "a.json").read_text())
-    assert len(first["cpus"]) == len(cpus) // jobs
-    if jobs == 2:
-        assert first["alive"] == ["a", "b"]  # a and b ran together
-        assert json.loads((tmp_path / "runs" / "b" / "results.json").read_text())["cpus"] != first["cpus"]
-        assert "log line" in (tmp_path / "runs" / "a" / "driver.log").read_text()
-    assert not (runs / "b.json").exists() and not (tmp_path / "runs" / "d").exists()
-    with pytest.raises(ValueError, match=f"--jobs={len(cpus) + 1} must be between 1 and the {len(cpus)} CPUs"):
-        study.cpu_groups(len(cpus) + 1)
-
-
 def test_status_lists_each_run_and_estimates_the_hours_left(tmp_path, monkeypatch, capsys):
     """status: done runs with accuracy and CPU hours, runs under way with their rounds and last log line,
     runs to do; hours left = the mean finished cost of the same strategy (else of all) minus what a run
