@@ -322,7 +322,7 @@ def test_a_cache_that_cannot_be_written_only_costs_speed(tmp_path, monkeypatch, 
     with caplog.at_level(logging.WARNING, logger="inas_jax"):
         ds = load_folder(str(root))
     assert len(ds.x_train) == 4 and any("cannot write the image-folder cache" in r.message for r in caplog.records)
-    assert not list(tmp_path.glob("**/.tmp-*"))
+    assert not list(tmp_path.glob("**/.*.tmp"))
 
 
 def _cached_size(path):
@@ -338,7 +338,7 @@ def test_the_cache_keeps_its_most_recently_used_entries(tmp_path, monkeypatch, c
     [first] = [p for p in cache.glob("*.npz") if _cached_size(p) == 8]
     os.utime(first, (1, 1))
     load_folder(str(root), image_size=8)  # a hit makes it the newest again
-    stale = cache / ".tmp-dead.npz"
+    stale = cache / ".entry.npz.dead.tmp"  # a temporary file of a write that died
     stale.write_bytes(b"x")
     os.utime(stale, (1, 1))
     load_folder(str(root), image_size=10)

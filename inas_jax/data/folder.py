@@ -36,12 +36,12 @@ import logging
 import os
 import pathlib
 import stat
-import tempfile
 import time
 
 import numpy as np
 
 from inas_jax.data.dataset import MIN_IMAGE_SIZE, DataError, Dataset, checked
+from inas_jax.runtime.atomic import write_atomic
 
 LOADER_VERSION = 1
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
@@ -461,15 +461,8 @@ def _write_cache(key: str, images: np.ndarray) -> None:
     directory = cache_dir()
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, images=images, key=np.array(key), sha256=np.array(_checksum(images)))
-            os.replace(tmp, os.path.join(directory, key + ".npz"))
-        except BaseException:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(os.path.join(directory, key + ".npz"),
+                     lambda f: np.savez(f, images=images, key=np.array(key), sha256=np.array(_checksum(images))))
     except OSError as err:
         log.warning("cannot write the image-folder cache in %r (%s): the next load decodes the folder again",
                     directory, _one_line(err))
@@ -486,7 +479,7 @@ def _prune_cache(directory: str) -> None:
             info = entry.stat(follow_symlinks=False)
             if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
                 continue
-            if entry.name.startswith(".tmp-") and now - info.st_mtime > 3600:
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") and now - info.st_mtime > 3600:
                 stale.append(entry.path)
             elif len(entry.name) == 68 and entry.name.endswith(".npz") and not entry.name.startswith("."):
                 entries.append((info.st_mtime, entry.path))
