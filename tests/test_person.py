@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SUBPROCESS_TIMEOUT, TINY, results_of, run_cli, without_timings
+from conftest import SUBPROCESS_TIMEOUT, TINY, crash_at_epoch_call, results_of, run_cli, without_timings
 from inas_jax.oracle import LabelError, WaitingForLabels
 from inas_jax.oracle.person import PersonOracle
 
@@ -116,26 +116,33 @@ def test_a_damaged_answers_file_is_an_error_not_a_fresh_start(oracle):
         PersonOracle(oracle.dir, oracle.classes, oracle.files, oracle.images)
 
 
-def _run_answering(args: list[str], workdir: pathlib.Path, truth: dict, capsys) -> list[int]:
+def _run_answering(args: list[str], workdir: pathlib.Path, truth: dict, capsys, monkeypatch=None) -> list[int]:
     """Runs the driver, answering each request CSV with the true labels, until it finishes; the exit
-    statuses in order."""
+    statuses in order. With monkeypatch, the second run is interrupted at its second training epoch."""
     statuses = []
-    for _ in range(5):
+    for _ in range(6):
+        if len(statuses) == 1 and monkeypatch is not None:
+            crash_at_epoch_call(monkeypatch, 2)
         statuses.append(run_cli(args))
-        if statuses[-1] != 3:
+        if statuses[-1] not in (3, 130):
             return statuses
         err = capsys.readouterr().err
+        if statuses[-1] == 130:
+            monkeypatch.undo()
+            continue
         assert "waiting for labels" in err and "run the same command again" in err, err
         answer(sorted((workdir / "labels").glob("round_*.csv"))[-1], truth)
     return statuses
 
 
-def test_a_person_is_just_another_oracle(tmp_path, digits, capsys):
+def test_a_person_is_just_another_oracle(tmp_path, digits, capsys, monkeypatch):
     truth = write_folder(tmp_path / "images", digits, "train")
-    common = [f"--dataset=folder:{tmp_path / 'images'}", *TINY]
+    common = [f"--dataset=folder:{tmp_path / 'images'}", *TINY, "--checkpoint_seconds=0"]
     assert run_cli([*common, f"--workdir={tmp_path / 'simulated'}"]) == 0
     person = tmp_path / "person"
-    assert _run_answering([*common, "--oracle=person", f"--workdir={person}"], person, truth, capsys) == [3, 3, 0]
+    statuses = _run_answering([*common, "--oracle=person", f"--workdir={person}"], person, truth, capsys,
+                              monkeypatch)  # interrupted inside round 1's search, then resumed
+    assert statuses == [3, 130, 3, 0]
     simulated, answered = results_of(tmp_path / "simulated"), results_of(person)
     assert without_timings(answered)["rounds"] == without_timings(simulated)["rounds"]
     assert answered["labelled"] == simulated["labelled"]
