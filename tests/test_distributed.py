@@ -55,7 +55,7 @@ def test_two_processes_give_the_results_of_one_process_with_two_devices(tmp_path
         time.sleep(0.05)
     for proc in procs:  # every process killed after round 1: the rerun resumes from the writer's checkpoint
         proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+        proc.communicate(timeout=SUBPROCESS_TIMEOUT)
     assert committed_rounds(tmp_path / "two") == 1
     finish(start_processes(tmp_path / "two", env))
     single = json.loads((tmp_path / "one" / "results.json").read_text())

@@ -273,7 +273,6 @@ def run(cfg: RunConfig, dataset: Dataset, progress: Progress = NoProgress(), ora
     """The whole run: resumes from `progress` (or starts from the initial set: the dataset's labelled
     images if it has any, else a random draw), runs the remaining rounds and commits each; returns the
     final state. cfg must be valid for the dataset. oracle: who labels (default: the dataset's labels)."""
-    oracle = oracle or SimulatedOracle(dataset.y_train)
     state = progress.load()
     if state is None:
         state = initial_state(cfg, len(dataset.x_train), getattr(dataset, "initial_idx", None))

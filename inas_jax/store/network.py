@@ -41,6 +41,8 @@ def save_network(workdir: pathlib.Path, cfg: RunConfig, round_: int, arch: Arch,
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     keeper = manager(workdir / DIR, keep=2)
     try:
+        if round_ + 1 in keeper.all_steps():  # a round recomputed after a kill or a damaged checkpoint
+            keeper.delete(round_ + 1)
         keeper.save(round_ + 1, args=ocp.args.Composite(variables=ocp.args.StandardSave(variables),
                                                          meta=ocp.args.JsonSave(meta)), force=True)
         keeper.wait_until_finished()
