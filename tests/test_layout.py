@@ -16,7 +16,7 @@ ALLOWED = {
     "store": {"config", "model", "loop", "runtime"},
     "report": {"config", "model", "runtime"},  # runtime.atomic only (checked below)
     "oracle": {"config", "data", "runtime"},
-    "predict": {"config", "model", "data", "loop", "store", "runtime"},
+    "predict": {"config", "model", "data", "loop", "queries", "store", "runtime"},
     "grid": {"config", "report"},
 }
 MAX_FUNCTION_LINES = 60

@@ -214,7 +214,7 @@ def ask(ctx: RoundContext, result: TrainResult, new: np.ndarray) -> None:
     probabilities = None
     if ctx.oracle.wants_guesses:
         logits, _ = predict(result.model, result.state, ctx.dataset.x_train[new], ctx.cfg.train.eval_batch_size)
-        probabilities = np.asarray(jax.nn.softmax(logits, -1))
+        probabilities = queries.uncertainty.probabilities(logits)
     ctx.oracle.ask(ctx.r + 2, new, probabilities)
 
 
@@ -275,7 +275,7 @@ def run(cfg: RunConfig, dataset: Dataset, progress: Progress = NoProgress(), ora
     final state. cfg must be valid for the dataset. oracle: who labels (default: the dataset's labels)."""
     state = progress.load()
     if state is None:
-        state = initial_state(cfg, len(dataset.x_train), getattr(dataset, "initial_idx", None))
+        state = initial_state(cfg, len(dataset.x_train), dataset.initial_idx)
         log.info("new run: %s %s on %s, %d rounds to %d labels", cfg.strategy, cfg.query, dataset.name,
                  len(cfg.schedule()), cfg.budget)
     else:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import pathlib
 from typing import Iterator
 
-import jax
 import numpy as np
 
 from inas_jax.data import DataError
 from inas_jax.data.folder import IMAGE_EXTENSIONS, decode_images
 from inas_jax.loop.train import predict_variables
+from inas_jax.queries import uncertainty
 from inas_jax.store.network import Network, load_network
 
 __all__ = ["Network", "expand", "load_network", "predict_files"]
@@ -56,7 +56,7 @@ def predict_files(net: Network, paths: list[str], top_k: int = 1,
         chunk = files[start:start + CHUNK]
         images = decode_images(chunk, height, channels)
         logits, _ = predict_variables(net.model, net.variables, images, batch_size)
-        probabilities = np.asarray(jax.nn.softmax(logits, -1))
+        probabilities = uncertainty.probabilities(logits)
         order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :top_k]
         for file, p, top in zip(chunk, probabilities, order):
             yield file, [(net.classes[k], float(p[k])) for k in top]
