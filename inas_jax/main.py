@@ -286,7 +286,15 @@ def _checked_run():
 
 def _enable_cache(compilation) -> str | None:
     """The persistent compilation cache of --compilation_cache, checked (compilation.check_cache_dir);
-    raises ConfigError when it cannot be created or is not to be trusted."""
+    raises ConfigError when it cannot be created or is not to be trusted. Off for a run over several CPU
+    processes: on jax 0.12 an executable read from the cache never finishes its first collective
+    across processes (gloo), so each process compiles its own."""
+    import jax
+
+    from inas_jax.runtime.distributed import several
+    if several() and jax.default_backend() == "cpu":
+        log.info("compilation cache off: a run over several CPU processes compiles its programs")
+        return None
     try:
         return compilation.enable_persistent_cache(_CACHE.value)
     except OSError as err:

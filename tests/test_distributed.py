@@ -8,15 +8,7 @@ import subprocess
 import sys
 import time
 
-import jax
-import pytest
-
 from conftest import SUBPROCESS_TIMEOUT, TINY, without_timings
-
-# On jax 0.12 (Python 3.13, CI's newest leg) the two-process run did not finish in 600 s: not yet
-# diagnosed (issue 37 stays open); it passes on jax 0.10.
-pytestmark = pytest.mark.skipif(not jax.__version__.startswith("0.10."),
-                                reason=f"two-process runs hang on jax {jax.__version__} (not yet diagnosed)")
 
 # Two rounds of a fixed network under softmax response: training, evaluation and a query, each
 # data-parallel over two devices.
@@ -41,6 +33,8 @@ def finish(procs: list[subprocess.Popen]) -> None:
     for proc in procs:
         out, _ = proc.communicate(timeout=SUBPROCESS_TIMEOUT)
         assert proc.returncode == 0, out[-3000:]
+        # each compiles its own programs: on jax 0.12 one read from the persistent cache hangs
+        assert "compilation cache off" in out
 
 
 def committed_rounds(workdir) -> int:
