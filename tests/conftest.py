@@ -2,15 +2,26 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# One persistent compilation cache for this test session (its driver runs in subprocesses compile the
-# same programs), kept out of the user's own cache.
+# One directory of caches for the whole test session, kept out of the user's own: the persistent
+# compilation cache (xla/) and the decoded image folders (folders/). The process that starts the
+# session makes it; its xdist workers, and every driver run a test starts in a subprocess, inherit it
+# through the environment. So a program compiles once per session, in whichever process needs it
+# first, and every other process reads it from disk.
 import tempfile  # noqa: E402
 
-os.environ["INAS_JAX_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="inas_jax_test_xla_cache_")
+SESSION_CACHE = "INAS_JAX_TEST_SESSION_CACHE"
+if not (os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(SESSION_CACHE)):
+    os.environ[SESSION_CACHE] = tempfile.mkdtemp(prefix="inas_jax_test_caches_")
+os.environ["INAS_JAX_COMPILATION_CACHE"] = os.path.join(os.environ[SESSION_CACHE], "xla")
+os.environ["INAS_JAX_FOLDER_CACHE"] = os.path.join(os.environ[SESSION_CACHE], "folders")
 
 import json
 import pathlib
+import shutil
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 from absl import flags
 
@@ -85,6 +96,27 @@ def crash_at_epoch_call(monkeypatch, n):
 
     monkeypatch.setattr(train_mod, "train_epoch", crashing)
     return real
+
+
+def normal(shape, seed=0, scale=1.0):
+    """float32 test data drawn from numpy's standard normal. (An eager jax.random.normal compiles a
+    threefry and erf_inv program for each new shape: about 2 s of XLA:CPU every time.)"""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape) * scale, jnp.float32)
+
+
+def init_variables(module, *args):
+    """module.init(*args) compiled as Model.init is, at XLA:CPU's optimisation level 1, which gives the
+    values of the plain jitted init (test_models.py::test_init_compiled_at_a_lower_optimisation_level_...).
+    Compiled at full optimisation, or run op by op, its random draw per parameter takes 10-20 s of XLA."""
+    from inas_jax.model.network import INIT_COMPILER_OPTIONS
+    options = INIT_COMPILER_OPTIONS.get(jax.default_backend(), {})
+    return jax.jit(module.init).lower(*args).compile(compiler_options=options)(*args)
+
+
+def pytest_unconfigure(config):
+    """The process that made the session's caches removes them at the end (workers leave them)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        shutil.rmtree(os.environ[SESSION_CACHE], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

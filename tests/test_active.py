@@ -121,6 +121,15 @@ def _without_timings(history) -> list[dict]:
 
 
 LABEL_ISOLATION = [("inas", q) for q in QUERIES] + [("fixed", "sr"), ("longtail", "sr"), ("longtail", "random")]
+_ON_DIGITS: dict = {}
+
+
+def _run_on_digits(cfg, digits):
+    """active.run(cfg, digits), made once per config in this module: a run is a function of its config
+    and data (test_reliability.py::test_same_seed_same_run_and_other_seed_differs)."""
+    if cfg not in _ON_DIGITS:
+        _ON_DIGITS[cfg] = active.run(cfg, digits)
+    return _ON_DIGITS[cfg]
 
 
 @pytest.mark.parametrize("strategy,query", LABEL_ISOLATION, ids=[f"{s}-{q}" for s, q in LABEL_ISOLATION])
@@ -129,7 +138,7 @@ def test_label_isolation(digits, strategy, query):
     does: every round's candidates and their validation scores, architecture, training loss, test
     accuracy and picks are the same."""
     cfg = tiny_config(query=query, strategy=strategy, **FAST)
-    a = active.run(cfg, digits)
+    a = _run_on_digits(cfg, digits)
     assert len(a.labelled_idx) == 60 and len(set(a.labelled_idx.tolist())) == 60 and len(a.history) == 2
     never = np.setdiff1d(np.arange(len(digits.y_train)), a.labelled_idx)
     y = digits.y_train.copy()
@@ -153,7 +162,7 @@ def test_the_test_set_chooses_nothing(digits, strategy):
     other = Dataset(digits.name, digits.x_train, digits.y_train,
                     rng.integers(0, 256, digits.x_test.shape).astype(np.uint8),
                     rng.permutation(digits.y_test), 10)
-    a, b = active.run(cfg, digits), active.run(cfg, other)
+    a, b = _run_on_digits(cfg, digits), active.run(cfg, other)
     np.testing.assert_array_equal(a.labelled_idx, b.labelled_idx)
     tested = ("test_accuracy", "test_loss")
     assert [{k: v for k, v in r.items() if k not in tested} for r in _without_timings(a.history)] == \

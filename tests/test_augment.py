@@ -6,7 +6,8 @@ from inas_jax.loop.augment import augment
 
 
 def _images(shape=(16, 12, 12, 3)):
-    return np.asarray(jax.random.randint(jax.random.key(0), shape, 0, 256), np.uint8)
+    """Random uint8 images (numpy's generator: jax.random would compile a program per shape)."""
+    return np.random.default_rng(0).integers(0, 256, shape, np.uint8)
 
 
 def _all(x):

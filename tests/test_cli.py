@@ -95,11 +95,11 @@ def test_resume_mid_training_equals_uninterrupted(tmp_path, monkeypatch):
     real_template = active.RoundContext.template
     monkeypatch.setattr(active.RoundContext, "template",
                         lambda *a: lambda: (built.append(1), real_template(*a)())[1])
-    args = TINY + ["--strategy=fixed", "--arch=1,1", "--epochs=4", "--checkpoint_seconds=0"]
+    args = TINY + ["--strategy=fixed", "--arch=1,1", "--checkpoint_seconds=0"]
     assert run_cli(args + [f"--workdir={tmp_path / 'whole'}"]) == 0
     assert not built
     from inas_jax.loop import train as train_mod
-    real_epoch = crash_at_epoch_call(monkeypatch, 6)  # round 2, epoch 2 (round 1 used 4 epochs)
+    real_epoch = crash_at_epoch_call(monkeypatch, 4)  # round 2, epoch 2 (round 1 used 2 epochs)
     assert run_cli(args + [f"--workdir={tmp_path / 'cut'}"]) == 130  # interrupted
     assert os.listdir(tmp_path / "cut" / "training") == ["1"]
     progress = tmp_path / "cut" / "round_progress.json"

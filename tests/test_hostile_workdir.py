@@ -16,11 +16,17 @@ FIXED = TINY + ["--strategy=fixed", "--arch=1,1", "--checkpoint_seconds=0"]
 
 
 @pytest.fixture(scope="module")
-def whole(tmp_path_factory):
-    """The tiny fixed run uninterrupted: its results without timings."""
+def finished(tmp_path_factory):
+    """The tiny fixed run uninterrupted: its workdir, which tests copy and leave as it is."""
     workdir = tmp_path_factory.mktemp("whole")
     assert run_cli(FIXED + [f"--workdir={workdir}"]) == 0
-    return without_timings(results_of(workdir))
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def whole(finished):
+    """The tiny fixed run uninterrupted: its results without timings."""
+    return without_timings(results_of(finished))
 
 
 @pytest.mark.parametrize("args,flag", [
@@ -95,9 +101,9 @@ def test_a_workdir_name_over_255_bytes_is_one_line(tmp_path, capsys):
     assert "not writable" in one_error_line(capsys)
 
 
-def test_stale_temporary_files_of_a_killed_write_are_removed(tmp_path, whole):
+def test_stale_temporary_files_of_a_killed_write_are_removed(tmp_path, finished):
     workdir = tmp_path / "w"
-    assert run_cli(FIXED + [f"--workdir={workdir}"]) == 0
+    shutil.copytree(finished, workdir)  # a finished run's workdir, as the run left it
     stale = workdir / ".results.json.abc123.tmp"
     stale.write_text("{half")
     assert run_cli(FIXED + [f"--workdir={workdir}"]) == 0
@@ -134,9 +140,9 @@ def test_an_untrusted_cache_is_refused_by_the_driver_in_one_line(tmp_path, capsy
     assert not (tmp_path / "w").exists()
 
 
-def _resume_after(tmp_path, whole, capsys, damage, warning: str):
+def _resume_after(tmp_path, finished, whole, capsys, damage, warning: str):
     workdir = tmp_path / "w"
-    assert run_cli(FIXED + [f"--workdir={workdir}"]) == 0
+    shutil.copytree(finished, workdir)  # a finished run's workdir, as the run left it
     damage(workdir)
     (workdir / "results.json").unlink()
     capsys.readouterr()
@@ -146,7 +152,7 @@ def _resume_after(tmp_path, whole, capsys, damage, warning: str):
     assert without_timings(results_of(workdir)) == whole
 
 
-def test_labelled_indices_outside_the_pool_are_not_resumed(tmp_path, whole, capsys):
+def test_labelled_indices_outside_the_pool_are_not_resumed(tmp_path, finished, whole, capsys):
     from inas_jax.config import from_preset
     from inas_jax.loop.state import PoolState
     from inas_jax.model.search_space import Arch
@@ -158,16 +164,16 @@ def test_labelled_indices_outside_the_pool_are_not_resumed(tmp_path, whole, caps
         store.save(PoolState(labelled_idx=np.arange(10 ** 6, 10 ** 6 + 60, dtype=np.int32), round=2,
                              arch=Arch(1, 1), history=({}, {})))
         store.close()
-    _resume_after(tmp_path, whole, capsys, plant, "outside the pool")
+    _resume_after(tmp_path, finished, whole, capsys, plant, "outside the pool")
 
 
-def test_edited_round_history_is_caught_by_its_checksum(tmp_path, whole, capsys):
+def test_edited_round_history_is_caught_by_its_checksum(tmp_path, finished, whole, capsys):
     def edit(workdir):
         meta_file = workdir / "rounds" / "2" / "meta" / "metadata"
         meta = json.loads(meta_file.read_text())
         meta["history"][0]["test_accuracy"] = 0.99  # other, valid JSON
         meta_file.write_text(json.dumps(meta))
-    _resume_after(tmp_path, whole, capsys, edit, "checksum")
+    _resume_after(tmp_path, finished, whole, capsys, edit, "checksum")
 
 
 @pytest.mark.parametrize("score", [math.nan, -1e9, 2.0])

@@ -1,3 +1,6 @@
+import functools
+from unittest import mock
+
 import flax.linen
 import jax
 import jax.numpy as jnp
@@ -8,6 +11,8 @@ import pytest
 from inas_jax.model.conv import XLA_MAX_CHANNELS, Conv, ConvLowering
 from inas_jax.model.network import GridResNet, dropout, head_logits
 from inas_jax.model.search_space import Arch, neighbours, num_params
+
+from conftest import init_variables, normal
 
 # Trainable parameters at width 64 (the paper's counts).
 PAPER_COUNTS = [((1, 1), 10, 76_682), ((1, 2), 10, 307_850), ((2, 2), 10, 677_642), ((2, 3), 10, 2_779_914),
@@ -62,7 +67,7 @@ def test_forward_small_one_channel_inputs_past_1x1():
     """8x8 digits through 5 stacks: spatial size reaches 1x1 at stack 3 and must stay valid."""
     model = GridResNet(Arch(1, 5), 10, width=4)
     x = jnp.ones((3, 8, 8, 1))
-    variables = jax.jit(model.init)(jax.random.key(0), x)
+    variables = init_variables(model, jax.random.key(0), x)
     logits, emb = jax.jit(model.apply)(variables, x)
     assert logits.shape == (3, 10) and emb.shape == (3, 4 * 16)
     assert np.isfinite(np.asarray(logits)).all()
@@ -70,12 +75,13 @@ def test_forward_small_one_channel_inputs_past_1x1():
 
 def test_dropout_only_on_embedding_and_head_matches():
     model = GridResNet(Arch(1, 2), 10, width=4)
-    x = jax.random.normal(jax.random.key(1), (5, 16, 16, 3))
-    variables = model.init(jax.random.key(0), x)
-    det_logits, emb = model.apply(variables, x)
-    np.testing.assert_allclose(head_logits(variables["params"]["head"], emb), det_logits, rtol=1e-5, atol=1e-5)
+    x = normal((5, 16, 16, 3), seed=1)
+    variables = init_variables(model, jax.random.key(0), x)
     key = jax.random.key(7)
-    drop_logits, drop_emb = model.apply(variables, x, dropout_key=key, dropout_rate=0.5)
+    # both passes in one program (one compilation, not one per operation)
+    (det_logits, emb), (drop_logits, drop_emb) = jax.jit(lambda v, x, k: (
+        model.apply(v, x), model.apply(v, x, dropout_key=k, dropout_rate=0.5)))(variables, x, key)
+    np.testing.assert_allclose(head_logits(variables["params"]["head"], emb), det_logits, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(drop_emb, emb)  # the embedding itself is never dropped
     assert not np.allclose(drop_logits, det_logits)
     np.testing.assert_allclose(head_logits(variables["params"]["head"], dropout(emb, key, 0.5)), drop_logits,
@@ -85,9 +91,9 @@ def test_dropout_only_on_embedding_and_head_matches():
 def test_bfloat16_compute_keeps_float32_params():
     model = GridResNet(Arch(1, 1), 10, width=4, dtype=jnp.bfloat16)
     x = jnp.ones((2, 8, 8, 3))
-    variables = model.init(jax.random.key(0), x)
+    variables = init_variables(model, jax.random.key(0), x)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables["params"]))
-    logits, emb = model.apply(variables, x)
+    logits, emb = jax.jit(model.apply)(variables, x)
     assert logits.shape == (2, 10) and emb.dtype == jnp.float32
 
 
@@ -106,21 +112,41 @@ def _loss_and_grads(model, variables, x, y):
     return loss, grads, updates
 
 
-@pytest.mark.parametrize("impl", ["auto", "patches", "xla", "winograd"])
-@pytest.mark.parametrize("grid", [(1, 1), (1, 4), (2, 5)])
-def test_fast_paths_equal_plain_flax_conv_and_pool(monkeypatch, impl, grid):
-    """Patch-GEMM and Winograd convs and the separable max-pool give plain flax's loss, gradients and
-    BN stats (spatial sizes 8, 4, 2 and 1 (odd) with a 16x16 input)."""
+@functools.lru_cache(maxsize=None)
+def _batch():
+    """32 images of 16x16x3 (enough samples for well-conditioned BN at 1x1) and their labels."""
+    return normal((32, 16, 16, 3), seed=1), jnp.arange(32) % 10
+
+
+def _shapes(tree):
+    return jax.tree.structure(tree), [(leaf.shape, leaf.dtype) for leaf in jax.tree.leaves(tree)]
+
+
+@functools.lru_cache(maxsize=None)
+def _plain_flax(grid):
+    """(variables, (loss, gradients, BN statistics)) of the width-8 network `grid` built from flax's own
+    conv and max-pool: the reference every lowering of `grid` is held to, computed once."""
     from inas_jax.model import network as models
-    x = jax.random.normal(jax.random.key(1), (32, 16, 16, 3))  # enough samples for well-conditioned BN at 1x1
-    y = jnp.arange(32) % 10
+    x, y = _batch()
+    with mock.patch.object(models, "max_pool_3x3_s2", lambda h: flax.linen.max_pool(h, (3, 3), (2, 2), "SAME")):
+        plain = GridResNet(Arch(*grid), 10, width=8, conv=_plain_flax_conv)
+        variables = init_variables(plain, jax.random.key(0), x)
+        return variables, _loss_and_grads(plain, variables, x, y)
+
+
+@pytest.mark.parametrize("impl", ["auto", "patches", "xla", "winograd"])
+@pytest.mark.parametrize("grid", [(1, 1), (1, 5)])
+def test_fast_paths_equal_plain_flax_conv_and_pool(impl, grid):
+    """Patch-GEMM and Winograd convs and the separable max-pool give plain flax's loss, gradients and
+    BN stats (spatial sizes 8, 4, 2 and 1 (odd) with a 16x16 input), from the same variables. A(1,5)
+    holds every convolution of A(1,2), A(1,3) and A(1,4) (stacks 1-4 have their channels and sizes), and
+    a fifth stack whose stride-2 convolutions see a 1x1 input; a second block of a stack repeats the
+    shape of the first block's second convolution, so A(2,K) adds no convolution to lower."""
+    x, y = _batch()
+    variables, want = _plain_flax(grid)
     fast = GridResNet(Arch(*grid), 10, width=8, conv=ConvLowering(impl))
-    variables = jax.jit(fast.init)(jax.random.key(0), x)
+    assert _shapes(jax.eval_shape(fast.init, jax.random.key(0), x)) == _shapes(variables)  # the same parameters
     got = _loss_and_grads(fast, variables, x, y)
-    monkeypatch.setattr(models, "max_pool_3x3_s2", lambda h: flax.linen.max_pool(h, (3, 3), (2, 2), "SAME"))
-    plain = GridResNet(Arch(*grid), 10, width=8, conv=_plain_flax_conv)
-    assert jax.tree.structure(plain.init(jax.random.key(0), x)) == jax.tree.structure(variables)
-    want = _loss_and_grads(plain, variables, x, y)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     # conv biases feeding BN have mathematically zero gradients: compare on the whole gradient's scale
     scale = max(float(np.abs(w).max()) for w in jax.tree.leaves(want[1]))
@@ -133,7 +159,7 @@ def test_fast_paths_equal_plain_flax_conv_and_pool(monkeypatch, impl, grid):
 def test_max_pool_matches_reduce_window_on_odd_and_tiny_inputs():
     from inas_jax.model.network import max_pool_3x3_s2
     for shape in [(2, 32, 32, 3), (2, 7, 9, 1), (1, 1, 1, 4), (3, 2, 2, 5)]:
-        x = jax.random.normal(jax.random.key(0), shape)
+        x = normal(shape)
         np.testing.assert_array_equal(max_pool_3x3_s2(x), flax.linen.max_pool(x, (3, 3), (2, 2), "SAME"))
 
 

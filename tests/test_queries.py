@@ -8,6 +8,8 @@ from inas_jax.queries import coreset, uncertainty
 from inas_jax.model.network import GridResNet, dropout, head_logits
 from inas_jax.model.search_space import Arch
 
+from conftest import init_variables, normal
+
 
 def _mask(n, labelled):
     m = np.zeros(n, bool)
@@ -35,22 +37,26 @@ def test_uncertainty_query_size_is_checked():
 
 
 def _tiny_model_and_embeddings(n=24):
+    """(model, variables, images, deterministic logits, embeddings) of a tiny network (each pass jitted:
+    one compilation instead of one per operation)."""
     model = GridResNet(Arch(1, 2), 5, width=4)
-    x = jax.random.normal(jax.random.key(1), (n, 8, 8, 1))
-    variables = model.init(jax.random.key(0), x)
-    return model, variables, x, np.asarray(model.apply(variables, x)[1])
+    x = normal((n, 8, 8, 1), seed=1)
+    variables = init_variables(model, jax.random.key(0), x)
+    logits, emb = jax.jit(model.apply)(variables, x)
+    return model, variables, x, logits, np.asarray(emb)
 
 
 @pytest.mark.parametrize("rate", [0.5, 0.3])
 def test_mc_dropout_head_only_equals_full_stochastic_passes(rate):
-    model, variables, x, emb = _tiny_model_and_embeddings()
+    model, variables, x, det_logits, emb = _tiny_model_and_embeddings()
     key, passes = jax.random.key(9), 16
     scores = uncertainty.mc_scores(uncertainty.class_variance, variables["params"]["head"], emb, key, passes=passes,
                                    rate=rate)
-    predicted = jnp.argmax(model.apply(variables, x)[0], -1)
+    predicted = jnp.argmax(det_logits, -1)
+    stochastic = jax.jit(lambda v, x, k: model.apply(v, x, dropout_key=k, dropout_rate=rate))
     probs = []
     for k in jax.random.split(jax.random.fold_in(key, 0), passes):  # chunk 0 of the pool
-        logits, _ = model.apply(variables, x, dropout_key=k, dropout_rate=rate)
+        logits, _ = stochastic(variables, x, k)
         probs.append(jnp.take_along_axis(jax.nn.softmax(logits, -1), predicted[:, None], 1)[:, 0])
     np.testing.assert_allclose(scores, np.var(np.stack(probs), 0), rtol=1e-4, atol=1e-7)
     assert scores.max() > 0
@@ -94,7 +100,8 @@ def test_mc_scores_equal_a_hand_written_dropout_over_more_than_one_chunk(rate):
     head = {"kernel": jnp.asarray(rng.standard_normal((d, c)) * 2, jnp.float32), "bias": jnp.zeros(c)}
     key = jax.random.key(11)
     probs = _mc_probs_by_hand(head, emb, key, passes, rate, uncertainty.MC_CHUNK)
-    assert abs(_keep_mask_by_hand(key, rate, (4096, 8)).mean() - (1 - rate)) < 0.02  # it keeps 1 - rate of the units
+    # it keeps 1 - rate of the units (the shape of a chunk: its random draws are compiled already)
+    assert abs(_keep_mask_by_hand(key, rate, (uncertainty.MC_CHUNK, d)).mean() - (1 - rate)) < 0.02
     predicted = np.argmax(emb @ np.asarray(head["kernel"]), -1)
     variance = probs[:, np.arange(n), predicted].var(0)
     np.testing.assert_allclose(uncertainty.mc_scores(uncertainty.class_variance, head, emb, key, passes=passes,

@@ -9,12 +9,66 @@ import pytest
 sys.path.insert(0, "experiments")
 import study  # noqa: E402
 
-from conftest import TINY  # noqa: E402
+from conftest import SUBPROCESS_TIMEOUT, TINY  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray cluster for this module's study runs: run_grid joins the session open in this
+    process instead of starting and stopping a cluster for every `study.run`."""
+    import ray
+    ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, log_to_driver=False,
+             logging_level="warning")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reruns():
+    """verify's reruns made in this module: {(command but its workdir, CPUs): its results.json}."""
+    return {}
+
+
+class _Kept:
+    """A rerun's process; once it has ended well, its results.json is kept for a repeat of it."""
+
+    def __init__(self, proc, key, workdir, reruns):
+        self.proc, self.key, self.workdir, self.reruns = proc, key, workdir, reruns
+
+    def wait(self, timeout=None):
+        status = self.proc.wait(timeout=timeout or SUBPROCESS_TIMEOUT)
+        if status == 0:
+            self.reruns[self.key] = (self.workdir / "results.json").read_text()
+        return status
+
+
+class _Repeated:
+    """A rerun repeated: its results.json is the first one's, and it has ended well."""
+
+    def wait(self, timeout=None):
+        return 0
 
 
 @pytest.fixture
-def tiny_study(tmp_path, monkeypatch):
+def tiny_study(tmp_path, monkeypatch, cluster, reruns):
+    """The tiny study (fixed A(1,1) on digits, one run per seed) with its results in tmp_path. verify
+    reruns a command from scratch in a child process; a rerun this module made already (the same
+    command on the same CPUs) is not made again: the repeat gets the first one's results.json. A rerun
+    on as many CPUs reproduces the run bit for bit (the first verify shows it with a real one), and the
+    verifies that repeat it check what verify makes of a rerun: a record changed, another CPU model."""
     monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
+    start_pinned = study.start_pinned
+
+    def start_once(cmd, cpus, stdout=None):
+        key = (tuple(a for a in cmd if not a.startswith("--workdir=")), tuple(cpus))
+        workdir = study.workdir_of(cmd)
+        if key not in reruns:
+            return _Kept(start_pinned(cmd, cpus, stdout), key, workdir, reruns)
+        workdir.mkdir(parents=True)
+        (workdir / "results.json").write_text(reruns[key])
+        return _Repeated()
+
+    monkeypatch.setattr(study, "start_pinned", start_once)
 
     def tiny(name, npz, seeds):
         return [(f"digits_fixed1x1_sr_seed{s}",
@@ -63,7 +117,8 @@ def test_run_then_verify_reproduces_and_catches_a_changed_result(tiny_study, cap
     assert "round 2 labelled_sha1" in capsys.readouterr().out
 
 
-def test_a_run_starts_from_the_first_round_of_its_sibling_with_the_same_results(tmp_path, monkeypatch, capsys):
+def test_a_run_starts_from_the_first_round_of_its_sibling_with_the_same_results(tmp_path, monkeypatch, capsys,
+                                                                                  cluster):
     """Two runs differing only in the query: the second starts from the first's first round, and
     verify's rerun from scratch reproduces it."""
     monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
@@ -147,19 +202,19 @@ def test_status_leaves_round_1_out_of_the_estimate_for_runs_that_will_share_it(t
 def test_verify_on_another_cpu_model_is_a_statistical_check(tiny_study, capsys, monkeypatch):
     """A run recorded on another CPU model is compared by its accuracies within binomial noise, and the
     output says it is not bit for bit; on the same model any difference is reported as before."""
-    assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[4], jobs=1)) == 0
-    committed = tiny_study / "results" / "tiny" / "runs" / "digits_fixed1x1_sr_seed4.json"
+    assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[3], jobs=1)) == 0
+    committed = tiny_study / "results" / "tiny" / "runs" / "digits_fixed1x1_sr_seed3.json"
     results = json.loads(committed.read_text())
     assert results["rounds"][0]["environment"]["cpu_model"] == study.environment.cpu_model()[0]
     for r in results["rounds"]:
         r["environment"]["cpu_model"] = "Another CPU"
         r["labelled_sha1"] = "0" * 40  # bit-for-bit would fail; the statistical check reads accuracies only
     committed.write_text(json.dumps(results))
-    assert _verify("digits_fixed1x1_sr_seed4") == 0
+    assert _verify("digits_fixed1x1_sr_seed3") == 0
     out = capsys.readouterr().out
     assert "made on Another CPU" in out and "statistical check, not bit for bit" in out
     for r in results["rounds"]:
         r["test_accuracy"] = 0.0 if r["test_accuracy"] > 0.5 else 1.0
     committed.write_text(json.dumps(results))
-    assert _verify("digits_fixed1x1_sr_seed4") == 1
+    assert _verify("digits_fixed1x1_sr_seed3") == 1
     assert "NOT every round" in capsys.readouterr().out

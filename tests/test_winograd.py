@@ -6,6 +6,8 @@ import pytest
 
 from inas_jax.model import winograd
 
+from conftest import normal
+
 
 def _conv(x, kernel):
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), [(1, 1)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"),
@@ -15,10 +17,9 @@ def _conv(x, kernel):
 @pytest.mark.parametrize("shape", [(2, 8, 8, 5), (3, 7, 5, 4), (1, 1, 1, 6), (2, 2, 6, 3)])
 def test_equals_the_convolution_and_its_gradients(shape):
     """Values and gradients (x and kernel) of the SAME 3x3 convolution, even, odd and 1x1 sizes."""
-    kx, kk, kd = jax.random.split(jax.random.key(0), 3)
-    x = jax.random.normal(kx, shape)
-    kernel = jax.random.normal(kk, (3, 3, shape[-1], 7))
-    dy = jax.random.normal(kd, shape[:3] + (7,))
+    x = normal(shape, seed=0)
+    kernel = normal((3, 3, shape[-1], 7), seed=1)
+    dy = normal(shape[:3] + (7,), seed=2)
     got, got_vjp = jax.vjp(winograd.conv3x3_winograd, x, kernel)
     want, want_vjp = jax.vjp(_conv, x, kernel)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -27,8 +28,8 @@ def test_equals_the_convolution_and_its_gradients(shape):
 
 
 def test_jitted_gradient_matches_under_a_loss():
-    x = jax.random.normal(jax.random.key(1), (4, 6, 6, 8))
-    kernel = jax.random.normal(jax.random.key(2), (3, 3, 8, 8)) * 0.1
+    x = normal((4, 6, 6, 8), seed=1)
+    kernel = normal((3, 3, 8, 8), seed=2, scale=0.1)
     loss = lambda f: (lambda x, k: jnp.sum(jnp.tanh(f(x, k))))  # noqa: E731
     got = jax.jit(jax.grad(loss(winograd.conv3x3_winograd), (0, 1)))(x, kernel)
     want = jax.grad(loss(_conv), (0, 1))(x, kernel)
@@ -43,9 +44,9 @@ def test_jitted_gradient_matches_under_a_loss():
 ])
 def test_each_backward_transform_is_the_transpose_of_its_forward(transform, transpose, shape):
     """The hand-written transposes equal autodiff's (which runs 3x slower on XLA:CPU)."""
-    primal = jax.random.normal(jax.random.key(3), shape)
+    primal = normal(shape, seed=3)
     out, vjp = jax.vjp(transform, primal)
-    cotangent = jax.random.normal(jax.random.key(4), out.shape)
+    cotangent = normal(out.shape, seed=4)
     np.testing.assert_allclose(transpose(cotangent), vjp(cotangent)[0], rtol=1e-6, atol=1e-5)
 
 

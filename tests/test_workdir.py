@@ -104,16 +104,26 @@ def test_a_checkpoint_directory_that_is_a_file_isone_error_line(tmp_path, capsys
     assert f"{name}' is not a directory" in one_error_line(capsys)
 
 
+# One round of iNAS (three candidates and a final training).
+ONE_ROUND = TINY + ["--budget=40", "--inas_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def one_round(tmp_path_factory):
+    """The one-round iNAS run uninterrupted: its results without timings."""
+    workdir = tmp_path_factory.mktemp("one_round")
+    assert run_cli(ONE_ROUND + [f"--workdir={workdir}"]) == 0
+    return without_timings(results_of(workdir))
+
+
 @pytest.mark.parametrize("content", ["garbage{", '{"round": 0, "scores": [[[99, 1], 0.5]]}', '{"round": 0}'])
-def test_a_damaged_round_progress_file_is_discarded_and_recomputed(tmp_path, capsys, content):
-    args = TINY + ["--budget=40", "--inas_epochs=1", f"--workdir={tmp_path / 'whole'}"]
-    assert run_cli(args) == 0
-    want = without_timings(results_of(tmp_path / "whole"))
+def test_a_damaged_round_progress_file_is_discarded_and_recomputed(tmp_path, capsys, one_round, content):
+    want = one_round
     cut = tmp_path / "cut"
     cut.mkdir()
     (cut / "round_progress.json").write_text(content)
     capsys.readouterr()
-    assert run_cli(args[:-1] + [f"--workdir={cut}"]) == 0
+    assert run_cli(ONE_ROUND + [f"--workdir={cut}"]) == 0
     assert "round_progress.json is unreadable" in capsys.readouterr().err
     assert without_timings(results_of(cut)) == want
 
