@@ -100,7 +100,14 @@ def seeds_needed(mean: float, sd: float, most: int = 1000) -> tuple[int | None, 
     excludes 0; a two-sided 5% paired t-test has 80% power, by sqrt(n) |mean| / sd >= t_.975 + t_.80
     with n - 1 degrees of freedom). None where `most` seeds would not do (say a mean of 0)."""
     def first(ok):
-        return next((n for n in range(2, most + 1) if ok(n)), None)
+        """The least n in 2..most with ok(n), by bisection: ok is monotone (sqrt(n) grows, t shrinks)."""
+        if not ok(most):
+            return None
+        low, high = 1, most  # ok(high); not ok(low), or low is below the range
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if ok(middle) else (middle, high)
+        return high
     if sd == 0:
         return (2, 2) if mean else (None, None)
     effect = abs(mean) / sd
