@@ -64,7 +64,7 @@ def test_a_finished_run_rewrites_a_lost_results_json(tmp_path, finished, damage)
     ("[1, 2]", "expected an object"),
     ('{"config": {"seed": "zero"}, "data": {}}', "is unreadable (missing setting"),
 ])
-def test_an_unreadable_config_json_isone_error_line(tmp_path, capsys, finished, content, message):
+def test_an_unreadable_config_json_is_one_error_line(tmp_path, capsys, finished, content, message):
     args, workdir, _ = finished
     broken = tmp_path / "w"
     broken.mkdir()
@@ -73,7 +73,7 @@ def test_an_unreadable_config_json_isone_error_line(tmp_path, capsys, finished, 
     assert message in one_error_line(capsys)
 
 
-def test_a_config_json_of_wrong_types_isone_error_line(tmp_path, capsys):
+def test_a_config_json_of_wrong_types_is_one_error_line(tmp_path, capsys):
     assert run_cli(FIXED + ["--budget=40", f"--workdir={tmp_path}"]) == 0
     stored = json.loads((tmp_path / "config.json").read_text())
     stored["config"]["train"]["epochs"] = "2"
@@ -98,7 +98,7 @@ def test_a_workdir_recorded_before_xla_max_channels_existed_resumes_with_its_low
 
 
 @pytest.mark.parametrize("name", ["rounds", "training"])
-def test_a_checkpoint_directory_that_is_a_file_isone_error_line(tmp_path, capsys, name):
+def test_a_checkpoint_directory_that_is_a_file_is_one_error_line(tmp_path, capsys, name):
     (tmp_path / name).write_text("not a directory")
     assert run_cli(FIXED + [f"--workdir={tmp_path}"]) == 2
     assert f"{name}' is not a directory" in one_error_line(capsys)
