@@ -1,4 +1,5 @@
-"""The Markdown pages: every relative link and image resolves, and the README stays short.
+"""The Markdown pages: every relative link and image resolves, every test they cite by
+`tests/FILE.py::NAME` exists, and the README stays short.
 
 Fast and offline: no jax import, no network. Links to http(s), mailto and other schemes and pure
 `#anchor` links are not checked; a `#anchor` suffix is stripped before the path is checked (the
@@ -6,6 +7,7 @@ anchor itself is not). Links inside fenced code blocks and inline code spans are
 """
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 from pathlib import Path
@@ -22,6 +24,7 @@ IMG_SRC = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s>]
 FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1")
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+CITED_TEST = re.compile(r"tests/(\w+\.py)::(\w+)")
 
 
 def markdown_files() -> list[Path]:
@@ -97,6 +100,27 @@ def test_every_relative_link_and_image_in_the_markdown_resolves():
     assert markdown_files(), "no Markdown files found"
     broken = broken_links()
     assert not broken, "broken links (file:line -> target):\n" + "\n".join(broken)
+
+
+def cited_tests_missing() -> list[str]:
+    """`file:line -> tests/FILE.py::NAME` for every cited test whose file or function does not exist."""
+    defined: dict[str, set[str]] = {}
+    missing = []
+    for md in markdown_files():
+        for number, line in enumerate(md.read_text(encoding="utf-8").splitlines(), 1):
+            for file, name in CITED_TEST.findall(line):
+                if file not in defined:
+                    path = ROOT / "tests" / file
+                    tree = ast.parse(path.read_text(encoding="utf-8")) if path.is_file() else ast.Module([], [])
+                    defined[file] = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+                if name not in defined[file]:
+                    missing.append(f"{md.relative_to(ROOT)}:{number} -> tests/{file}::{name}")
+    return missing
+
+
+def test_every_test_the_markdown_cites_exists():
+    missing = cited_tests_missing()
+    assert not missing, "cited tests that do not exist:\n" + "\n".join(missing)
 
 
 def test_readme_is_at_most_250_lines():
