@@ -1,6 +1,7 @@
 """inas_jax.grid on a real local Ray cluster: a tiny grid equals its runs made one by one, also when a
-driver is SIGKILLed mid-training; a run with bad flags is reported once, not retried; a finished grid
-is skipped; the command line; the run order, first-round sharing, CPU taking and progress line."""
+driver is SIGKILLed mid-training; a run with bad flags is reported once, not retried; Ctrl-C stops the
+runs and the same grid resumes them; a finished grid is skipped; the command line; the run order, first-round sharing, CPU taking and progress line."""
+import _thread
 import json
 import os
 import pathlib
@@ -123,6 +124,39 @@ def test_rerunning_a_finished_grid_starts_nothing(grid_run, monkeypatch, capsys)
     assert heard == list(grid.runs)
     assert logs == {r.name: (grid.workdir(r) / "driver.log").read_text() for r in grid.runs}
     assert "4 runs: 4 finished, 0 to run" in capsys.readouterr().out
+
+
+def test_ctrl_c_stops_the_runs_and_the_same_grid_resumes_them(cluster, tmp_path, capsys):
+    """Ctrl-C in the grid's loop while a driver works: the driver is stopped (SIGINT, its own interrupt
+    path), every run is reported cancelled, the result is interrupted (exit 130); the same grid again
+    finishes both runs. The runs train 300 epochs a round (seconds), so the driver that has started
+    its run is still at work when the interrupt reaches it."""
+    flags = [*SHARED, "--epochs=300", "--checkpoint_seconds=60"]
+    grid = product_grid(str(tmp_path), ["digits"], ["sr"], [("fixed", "1,1")], SEEDS, flags)
+    first = grid.workdir(grid.runs[0])
+    seen: list = []
+
+    def interrupt_once_a_driver_works():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not seen:
+            log = first / "driver.log"
+            pid = driver_pid(first) if log.is_file() and "new run:" in log.read_text() else None
+            if pid is not None:
+                seen.append(pid)
+                _thread.interrupt_main()  # what Ctrl-C raises in the grid's (main) thread
+            time.sleep(0.01)
+
+    threading.Thread(target=interrupt_once_a_driver_works, daemon=True).start()
+    result = runner.run_grid(grid, max_running=1)
+    assert seen and result.interrupted and result.exit_status == 130
+    assert [o.status for o in result.outcomes] == ["cancelled", "cancelled"]
+    assert "interrupted: stopping 1 runs" in capsys.readouterr().err
+    deadline = time.monotonic() + 30
+    while driver_pid(first) is not None:
+        assert time.monotonic() < deadline, "the driver outlived the grid's Ctrl-C"
+        time.sleep(0.1)
+    again = runner.run_grid(grid, max_running=1)
+    assert again.exit_status == 0 and [o.status for o in again.outcomes] == ["finished", "finished"]
 
 
 def test_a_run_with_bad_flags_is_reported_once_and_not_retried(cluster, tmp_path, capsys):
