@@ -104,13 +104,14 @@ def normal(shape, seed=0, scale=1.0):
     return jnp.asarray(np.random.default_rng(seed).standard_normal(shape) * scale, jnp.float32)
 
 
-def init_variables(module, *args):
-    """module.init(*args) compiled as Model.init is, at XLA:CPU's optimisation level 1, which gives the
-    values of the plain jitted init (test_models.py::test_init_compiled_at_a_lower_optimisation_level_...).
-    Compiled at full optimisation, or run op by op, its random draw per parameter takes 10-20 s of XLA."""
-    from inas_jax.model.network import INIT_COMPILER_OPTIONS
-    options = INIT_COMPILER_OPTIONS.get(jax.default_backend(), {})
-    return jax.jit(module.init).lower(*args).compile(compiler_options=options)(*args)
+def init_variables(module, key, images):
+    """The variables of the GridResNet `module` for `images` (B, H, W, C), from `key`: Model.init's
+    compiled initialisation (XLA:CPU's level 1, the values of the plain jitted init, as
+    test_models.py::test_init_compiled_at_a_lower_optimisation_level_... shows). Compiled at full
+    optimisation, or run op by op, its random draw per parameter takes 10-20 s of XLA."""
+    from inas_jax.model.network import Model
+    channels = images.shape[-1]
+    return Model(module, np.zeros(channels, np.float32), np.ones(channels, np.float32)).init(key, images.shape[1:])
 
 
 def pytest_unconfigure(config):
