@@ -1,18 +1,15 @@
-"""What every part of the run store shares: its error, atomic JSON, Orbax managers and the newest
-readable checkpoint."""
+"""What every part of the run store shares: its error, Orbax managers and the newest readable
+checkpoint. (Its JSON files are written with runtime.atomic.write_json.)"""
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import pathlib
 import shutil
 from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
-
-from inas_jax.runtime.atomic import write_json  # noqa: F401  (the store's JSON files)
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ import shutil
 
 from inas_jax.config import QUERY_SETTINGS, differences, with_legacy_settings
 from inas_jax.store import rounds
-from inas_jax.store.files import WorkdirError, first_line, remove, write_json
+from inas_jax.runtime.atomic import write_json
+from inas_jax.store.files import WorkdirError, first_line, remove
 from inas_jax.store.training import TrainingCheckpoints
 from inas_jax.store.workdir import comparable
 

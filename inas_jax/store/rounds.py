@@ -14,7 +14,8 @@ import orbax.checkpoint as ocp
 from inas_jax.config import RunConfig
 from inas_jax.loop.state import PoolState
 from inas_jax.model.search_space import Arch
-from inas_jax.store.files import first_line, manager, newest_readable, write_json
+from inas_jax.runtime.atomic import write_json
+from inas_jax.store.files import first_line, manager, newest_readable
 
 log = logging.getLogger(__name__)
 

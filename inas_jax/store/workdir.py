@@ -8,7 +8,8 @@ import os
 import pathlib
 
 from inas_jax.config import ConfigError, RunConfig, differences
-from inas_jax.store.files import WorkdirError, first_line, write_json
+from inas_jax.runtime.atomic import write_json
+from inas_jax.store.files import WorkdirError, first_line
 
 
 def take_lock(workdir: pathlib.Path) -> int:
