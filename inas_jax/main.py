@@ -316,8 +316,9 @@ def _initialize_multihost() -> None:
     try:
         initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     except Exception as err:  # JAX raises several types when no cluster or coordinator is found
-        raise ConfigError(f"{'--multihost: ' if _MULTIHOST.value else ''}jax.distributed.initialize() failed ({' '.join(str(err).split())[:200]}); run the same "
-                          "command on every process, or give --coordinator_address, --num_processes and "
+        flag = "--multihost: " if _MULTIHOST.value else ""
+        raise ConfigError(f"{flag}jax.distributed.initialize() failed ({' '.join(str(err).split())[:200]}); run the "
+                          "same command on every process, or give --coordinator_address, --num_processes and "
                           "--process_id") from None
 
 

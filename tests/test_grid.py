@@ -1,6 +1,7 @@
 """inas_jax.grid on a real local Ray cluster: a tiny grid equals its runs made one by one, also when a
 driver is SIGKILLed mid-training; a run with bad flags is reported once, not retried; Ctrl-C stops the
-runs and the same grid resumes them; a finished grid is skipped; the command line; the run order, first-round sharing, CPU taking and progress line."""
+runs and the same grid resumes them; a finished grid is skipped; the command line; the run order,
+first-round sharing, CPU taking and progress line."""
 import _thread
 import json
 import os
