@@ -49,6 +49,8 @@ STUDIES = ("cifar_plateau", "cifar_cpu")
 # Extra rows of a study's accuracy table: published accuracies of a ResNet-18 trained on random CIFAR-10
 # labels (the low-budget literature's reruns, rounded).
 REFERENCES = {"cifar_plateau": ["ResNet-18 random (published)=1000:0.47,2000:0.58,3000:0.67,4000:0.73"]}
+# Equivalence margins declared in a study's README before its runs (comparison=margin, AUC as a fraction).
+EQUIVALENCE = {"cifar_plateau": ["random: iNAS - A(1,2)=0.01"]}
 
 
 def study(name: str, npz: str, seeds: list[int] | None) -> list[tuple[str, list[str]]]:
@@ -253,7 +255,9 @@ def report(args) -> int:
         print(f"error: no results under {runs_dir(args.study)}; run the study first", file=sys.stderr)
         return 2
     references = [f"--reference={r}" for r in REFERENCES.get(args.study, [])]
-    code = subprocess.run([sys.executable, "-m", "inas_jax.report", f"--out={results}", *references, *files],
+    margins = [f"--equivalence={m}" for m in EQUIVALENCE.get(args.study, [])]
+    code = subprocess.run([sys.executable, "-m", "inas_jax.report", f"--out={results}", *references, *margins,
+                           *files],
                           cwd=ROOT).returncode
     if code == 0 and (results / "convergence.json").exists():
         print(write_convergence(args.study))

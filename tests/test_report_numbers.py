@@ -88,6 +88,44 @@ def test_accuracy_cost_and_parameter_rows_by_hand(small_study):
     assert f"| `runs/i0.json` | {sha1} |" in quoted.sources_table(runs, str(tmp_path))
 
 
+def test_equivalence_rows_by_hand(small_study):
+    _, _, groups = small_study
+    # sr: iNAS - A(2,4): differences 0.10 and 0.20, mean 0.15, se 0.05; one degree of freedom, t_.95 = 6.3138,
+    # so the 90% interval is 0.15 -+ 0.3157 = [-16.6, +46.6] points. Margin 0.5: the one-sided p's are
+    # P(T > 13) and P(T > 7) = (1 - 2 atan(7) / pi) / 2 = 0.045, below 0.05: equivalent. Margin 0.3: P(T > 3)
+    # = 0.102, and the interval crosses +30 points: not shown equivalent.
+    assert "| digits | sr: iNAS - A(2,4) | 2 | +-50.0 | +15.0 +- 7.1 | [-16.6, +46.6] | 0.045 | " \
+           "equivalent within +-50.0 points |" in quoted.equivalence_table(groups, {"sr: iNAS - A(2,4)": 0.5})
+    assert "| digits | sr: iNAS - A(2,4) | 2 | +-30.0 | +15.0 +- 7.1 | [-16.6, +46.6] | 0.102 | not shown equivalent |" \
+        in quoted.equivalence_table(groups, {"sr: iNAS - A(2,4)": 0.3})
+    assert quoted.equivalence_table(groups, {}) == ""
+
+
+def test_equivalence_is_the_90_percent_interval_inside_the_margin():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        diffs = list(rng.normal(rng.normal(0, 0.01), rng.uniform(0.001, 0.02), size=int(rng.integers(2, 9))))
+        low, high, p = st.equivalence(diffs, 0.01)
+        assert (p < 0.05) == (-0.01 < low and high < 0.01)
+        mean, se = np.mean(diffs), np.std(diffs, ddof=1) / math.sqrt(len(diffs))
+        assert (high - mean) / se == pytest.approx(st.t_quantile(0.95, len(diffs) - 1))
+    assert st.t_quantile(0.95, 7) == pytest.approx(1.895, abs=1e-3)
+    assert st.equivalence([0.01], 0.01) is None
+
+
+def test_the_report_refuses_an_equivalence_margin_it_cannot_test(small_study, capsys):
+    tmp_path, _, _ = small_study
+    runs = str(tmp_path / "runs" / "*.json")
+    for flag, message in (("sr: iNAS - A(1,2)=0.01", "not a comparison of these runs (they have: sr: iNAS - A(2,4))"),
+                          ("sr: iNAS - A(2,4)=1.5", "with a margin in (0, 1)"),
+                          ("sr: iNAS - A(2,4)", "expected COMPARISON=MARGIN")):
+        assert cli.main([f"--out={tmp_path / 'out'}", f"--equivalence={flag}", runs]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+    assert cli.main([f"--out={tmp_path / 'out'}", "--equivalence=sr: iNAS - A(2,4)=0.5", runs]) == 0
+    assert "| equivalent within +-50.0 points |" in (tmp_path / "out" / "numbers.md").read_text()
+
+
 def test_the_report_writes_numbers_md(small_study, capsys):
     tmp_path, _, _ = small_study
     assert cli.main([f"--out={tmp_path / 'out'}", str(tmp_path / "runs" / "*.json")]) == 0
@@ -122,19 +160,22 @@ def _sources(study: str) -> list[str]:
     return [str(RESULTS / study / name) for name, _ in listed]
 
 
-def _references(study: str) -> dict[str, dict[int, float]]:
-    """study.py's REFERENCES of `study`, read without importing study.py (which imports jax)."""
+def _study_setting(name: str, study: str) -> list[str]:
+    """study.py's NAME[study] (REFERENCES, EQUIVALENCE), read without importing study.py (which imports jax)."""
     tree = ast.parse((ROOT / "experiments" / "study.py").read_text())
-    node = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "REFERENCES")
-    return dict(cli.parse_reference(text) for text in ast.literal_eval(node.value).get(study, []))
+    node = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == name)
+    return ast.literal_eval(node.value).get(study, [])
 
 
 @pytest.mark.parametrize("study", ["cifar_plateau", "cifar_cpu"])
 def test_committed_study_files_regenerate_from_the_run_files_they_name(study):
     runs = checking.load_runs(_sources(study))
     groups = checking.group_runs(runs)
-    assert tables.summary_text(groups, _references(study)) == (RESULTS / study / "summary.md").read_text()
-    assert quoted.numbers_text(groups, runs, str(RESULTS / study)) == (RESULTS / study / "numbers.md").read_text()
+    references = dict(cli.parse_reference(text) for text in _study_setting("REFERENCES", study))
+    margins = dict(cli.parse_margin(text) for text in _study_setting("EQUIVALENCE", study))
+    assert tables.summary_text(groups, references) == (RESULTS / study / "summary.md").read_text()
+    assert quoted.numbers_text(groups, runs, str(RESULTS / study), margins) == \
+        (RESULTS / study / "numbers.md").read_text()
     if (RESULTS / study / "convergence.json").exists():
         cells = json.loads((RESULTS / study / "convergence.json").read_text())
         labels = sorted({r["num_labelled"] for run in runs for r in run["rounds"]})

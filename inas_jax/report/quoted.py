@@ -1,8 +1,8 @@
 """numbers.md: the numbers a study's text quotes, beyond summary.md's tables, each computed from the run
 files and rounded once, where it is printed: AUC differences in points with t, p and the seeds a
-finding would need; accuracy differences at each label count; cumulative CPU hours and cost ratios
-per seed; parameter counts; every run's rounds; and the run files (sha1) it was made from, so that
-the text can cite a generated value instead of re-deriving one."""
+finding would need; declared equivalence tests; accuracy differences at each label count; cumulative
+CPU hours and cost ratios per seed; parameter counts; every run's rounds; and the run files (sha1) it
+was made from, so that the text can cite a generated value instead of re-deriving one."""
 from __future__ import annotations
 
 import hashlib
@@ -57,6 +57,28 @@ def auc_points_table(groups) -> str:
                     st.finding(c, interval), t, p, bonferroni, _seeds_needed(diffs), _per_seed(pairs, points)])
     return table(["dataset", "comparison", "seeds", "AUC difference, points (mean +- sd)", "95% interval",
                   "finding", "t", "p", f"p x {k}", "seeds needed (interval, 80% power)", "per seed"], out)
+
+
+def equivalence_table(groups, margins: dict[str, float]) -> str:
+    """Declared equivalence tests (TOST) of AUC differences, in points: for each comparison named in
+    `margins` (its name -> margin as a fraction), the 90% paired-t interval, the larger one-sided p and
+    the verdict: equivalent at 5% where the interval lies inside (-margin, +margin)."""
+    out = []
+    for c, pairs in st.paired_aucs(groups):
+        if c.name not in margins:
+            continue
+        diffs, margin = [d for _, d in pairs], margins[c.name]
+        test = st.equivalence(diffs, margin)
+        if test is None:
+            out.append([c.dataset, c.name, str(len(diffs)), f"+-{100 * margin:.1f}", _points_mean_sd(diffs),
+                        "n/a", "n/a", "one seed: no test"])
+            continue
+        low, high, p = test
+        verdict = f"equivalent within +-{100 * margin:.1f} points" if p < 0.05 else "not shown equivalent"
+        out.append([c.dataset, c.name, str(len(diffs)), f"+-{100 * margin:.1f}", _points_mean_sd(diffs),
+                    f"[{points(low)}, {points(high)}]", f"{p:.3f}", verdict])
+    return table(["dataset", "comparison", "seeds", "margin, points", "AUC difference, points (mean +- sd)",
+                  "90% interval", "p (larger one-sided)", "equivalence at 5%"], out) if out else ""
 
 
 def accuracy_points_table(groups) -> str:
@@ -152,13 +174,17 @@ def sources_table(runs: list[dict], out: str) -> str:
     return table(["run file", "sha1"], rows)
 
 
-def numbers_text(groups, runs: list[dict], out: str) -> str:
-    """The text of numbers.md."""
+def numbers_text(groups, runs: list[dict], out: str, margins: dict[str, float] | None = None) -> str:
+    """The text of numbers.md; `margins`: the declared equivalence margins (comparison name -> fraction)."""
     sections = [
         ("AUC differences paired by seed, in points", "The 95% paired-t interval; t and its two-sided p with "
          "seeds - 1 degrees of freedom; p x K: Bonferroni over the K comparisons that have an interval; seeds "
          "needed: how many seeds the interval would need to exclude 0, and a two-sided 5% paired t-test to have "
          "80% power, if the per-seed differences kept this mean and sd.", auc_points_table(groups)),
+        ("Equivalence tests of AUC differences, in points", "Two one-sided paired t-tests (TOST) at 5% with "
+         "seeds - 1 degrees of freedom, against the margin declared for the comparison: equivalent where the 90% "
+         "paired-t interval lies inside (-margin, +margin), i.e. both one-sided p-values are below 0.05.",
+         equivalence_table(groups, margins or {})),
         ("Test accuracy differences at each labelled-set size, in points", "Mean over the paired seeds.",
          accuracy_points_table(groups)),
         ("CPU hours spent by each labelled-set size", "Cumulative (every phase of that round and the rounds "

@@ -95,6 +95,27 @@ def paired_t(diffs) -> tuple[float, float] | None:
     return t, t_p_value(abs(t), n - 1)
 
 
+def equivalence(diffs, margin: float) -> tuple[float, float, float] | None:
+    """Two one-sided paired t-tests (TOST) of |mean difference| < `margin`: (low, high, p) with
+    [low, high] the 90% paired-t interval and p the larger of the two one-sided p-values; equivalence at
+    5% is p < 0.05, i.e. the interval inside (-margin, +margin). None for fewer than two seeds."""
+    n = len(diffs)
+    if n < 2:
+        return None
+    mean, se = float(np.mean(diffs)), float(np.std(diffs, ddof=1)) / math.sqrt(n)
+    half = t_quantile(0.95, n - 1) * se
+
+    def above(t: float) -> float:
+        """P(T > t), Student's t with n - 1 degrees of freedom."""
+        tail = t_p_value(abs(t), n - 1) / 2
+        return tail if t >= 0 else 1 - tail
+    if se == 0:
+        p = 0.0 if abs(mean) < margin else 1.0
+    else:
+        p = max(above((mean + margin) / se), above((margin - mean) / se))
+    return mean - half, mean + half, p
+
+
 def seeds_needed(mean: float, sd: float, most: int = 1000) -> tuple[int | None, int | None]:
     """Seeds for which, if the per-seed differences kept this mean and sd: (the 95% paired-t interval
     excludes 0; a two-sided 5% paired t-test has 80% power, by sqrt(n) |mean| / sd >= t_.975 + t_.80
