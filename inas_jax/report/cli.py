@@ -27,9 +27,9 @@ a warning on stderr naming each run's count. Writes:
                           round of every run
   numbers.md              the numbers a text about the runs quotes, each rounded once from the run
                           files: AUC differences in points (t, p, Bonferroni, seeds a finding would
-                          need, each seed's), the equivalence tests declared with --equivalence, accuracy differences at each label count, cumulative CPU
-                          hours and per-seed cost ratios, parameter counts, every run's rounds, and the
-                          run files' sha1s
+                          need, each seed's), the equivalence tests declared with --equivalence,
+                          accuracy differences at each label count, cumulative CPU hours and per-seed
+                          cost ratios, parameter counts, every run's rounds, and the run files' sha1s
 """
 from __future__ import annotations
 
