@@ -220,6 +220,30 @@ def _tables(text: str) -> list[list[str]]:
     return out
 
 
+def _cells(line: str) -> list[str]:
+    """The cells of a Markdown table line: "| a | b |" -> ["a", "b"]."""
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def test_the_readme_headline_tables_are_rows_of_the_study_numbers_cut_to_their_columns():
+    """Every table of the README whose columns are all columns of a table of the plateau study's
+    numbers.md holds rows of that table, cut to those columns: a headline number cannot drift from the
+    runs."""
+    generated = _tables((RESULTS / "cifar_plateau" / "numbers.md").read_text())
+    matched = 0
+    for lines in _tables((ROOT / "README.md").read_text()):
+        head = _cells(lines[0])
+        sources = [table for table in generated if set(head) <= set(_cells(table[0]))]
+        if not sources:
+            continue
+        matched += 1
+        cut = [[dict(zip(_cells(table[0]), _cells(row)))[column] for column in head]
+               for table in sources for row in table[2:]]
+        missing = [row for row in lines[2:] if _cells(row) not in cut]
+        assert not missing, f"README rows not in numbers.md: {missing}; copy them from the regenerated file"
+    assert matched >= 2
+
+
 @pytest.mark.parametrize("study,least", [("cifar_plateau", 10)])
 def test_the_study_readme_tables_are_rows_of_the_generated_files(study, least):
     """Every table of the study's README whose header is a generated file's is copied from it row for row."""
