@@ -3,7 +3,7 @@
   python experiments/study.py run                        # the cifar_plateau study's declared runs, resuming
   python experiments/study.py run --jobs=2               # two runs at once, one core each
   python experiments/study.py status                     # each run done, under way or to run; core-hours left
-  python experiments/study.py report                     # figures, summary.md, numbers.md from the committed results
+  python experiments/study.py report                     # figures and the .md tables from the committed runs
   python experiments/study.py verify cifar10_inas_sr_seed0   # rerun one configuration, compare
   python experiments/study.py --study=cifar_cpu verify cifar10_fixed1x2_sr_seed0   # the first study
 
@@ -33,12 +33,16 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
+
 import paper
 from inas_jax.grid import Grid, Run, run_grid
 from inas_jax.grid.plan import is_finished
 from inas_jax.runtime import environment
 from inas_jax.store import FIRST_ROUND
 from inas_jax.config import PRESETS
+from inas_jax.report.checking import group_runs, load_runs
+from inas_jax.report.classes import classes_text
 from inas_jax.report.convergence import convergence_text
 from inas_jax.report.statistics import round_cpu_hours
 
@@ -51,6 +55,8 @@ STUDIES = ("cifar_plateau", "cifar_cpu")
 REFERENCES = {"cifar_plateau": ["ResNet-18 random (published)=1000:0.47,2000:0.58,3000:0.67,4000:0.73"]}
 # Equivalence margins declared in a study's README before its runs (comparison=margin, AUC as a fraction).
 EQUIVALENCE = {"cifar_plateau": ["random: iNAS - A(1,2)=0.01"]}
+# CIFAR-10's class names, in label order (the header of classes.md).
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def study(name: str, npz: str, seeds: list[int] | None) -> list[tuple[str, list[str]]]:
@@ -247,12 +253,14 @@ def status(args) -> int:
 
 
 def report(args) -> int:
-    """The report of the study's committed runs (figures, summary.md, numbers.md) into
-    experiments/results/STUDY/, and convergence.md from its convergence.json where it has one."""
+    """The report of the study's committed runs (of args.seeds only, when given): figures, summary.md and
+    numbers.md into experiments/results/STUDY/, convergence.md from its convergence.json where it has
+    one, and classes.md where the pool's labels (--npz) are here."""
     results = RESULTS / args.study
-    files = sorted(str(p) for p in runs_dir(args.study).glob("*.json"))
+    files = report_files(args.study, args.seeds)
     if not files:
-        print(f"error: no results under {runs_dir(args.study)}; run the study first", file=sys.stderr)
+        which = "" if args.seeds is None else f" of seeds {args.seeds}"
+        print(f"error: no results under {runs_dir(args.study)}{which}; run the study first", file=sys.stderr)
         return 2
     references = [f"--reference={r}" for r in REFERENCES.get(args.study, [])]
     margins = [f"--equivalence={m}" for m in EQUIVALENCE.get(args.study, [])]
@@ -261,7 +269,28 @@ def report(args) -> int:
                           cwd=ROOT).returncode
     if code == 0 and (results / "convergence.json").exists():
         print(write_convergence(args.study))
+    if code == 0 and pathlib.Path(ROOT, args.npz).exists():
+        print(write_classes(args.study, files, pathlib.Path(ROOT, args.npz)))
     return code
+
+
+def report_files(study_name: str, seeds: list[int] | None) -> list[str]:
+    """The committed run files of the study, sorted; only those of `seeds` when given."""
+    files = sorted(runs_dir(study_name).glob("*.json"))
+    if seeds is not None:
+        files = [f for f in files if json.loads(f.read_text())["config"]["seed"] in seeds]
+    return [str(f) for f in files]
+
+
+def write_classes(study_name: str, files: list[str], npz: pathlib.Path) -> pathlib.Path:
+    """Writes RESULTS/STUDY/classes.md: the classes of the points each run of `files` queried, counted
+    from the labels of the pool in `npz` (its y_train)."""
+    with np.load(npz) as data:
+        labels = np.asarray(data["y_train"]).reshape(-1).astype(np.int64)
+    runs = load_runs(files)
+    path = RESULTS / study_name / "classes.md"
+    path.write_text(classes_text(group_runs(runs), labels, CIFAR10_CLASSES))
+    return path
 
 
 def write_convergence(study_name: str) -> pathlib.Path:
@@ -348,7 +377,8 @@ def main() -> int:
     p.add_argument("--jobs", default=1, type=int, help="configurations at once, each pinned to one CPU of its own")
     p = sub.add_parser("status")
     p.add_argument("--seeds", default=None, type=_seeds, help="only these of the declared seeds")
-    sub.add_parser("report")
+    p = sub.add_parser("report")
+    p.add_argument("--seeds", default=None, type=_seeds, help="only the runs of these seeds (default: every run)")
     p = sub.add_parser("verify")
     p.add_argument("name", help="a run name, e.g. cifar10_inas_sr_seed0")
     p.add_argument("--cpus", type=int, default=None,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from inas_jax.config import PRESETS
-from inas_jax.report import checking, cli, convergence, quoted, tables
+from inas_jax.report import checking, classes, cli, convergence, quoted, tables
 from inas_jax.report import statistics as st
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,11 +160,16 @@ def _sources(study: str) -> list[str]:
     return [str(RESULTS / study / name) for name, _ in listed]
 
 
-def _study_setting(name: str, study: str) -> list[str]:
-    """study.py's NAME[study] (REFERENCES, EQUIVALENCE), read without importing study.py (which imports jax)."""
+def _study_setting_value(name: str):
+    """study.py's constant NAME, read without importing study.py (which imports jax)."""
     tree = ast.parse((ROOT / "experiments" / "study.py").read_text())
     node = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == name)
-    return ast.literal_eval(node.value).get(study, [])
+    return ast.literal_eval(node.value)
+
+
+def _study_setting(name: str, study: str) -> list[str]:
+    """study.py's NAME[study] (REFERENCES, EQUIVALENCE)."""
+    return _study_setting_value(name).get(study, [])
 
 
 @pytest.mark.parametrize("study", ["cifar_plateau", "cifar_cpu"])
@@ -181,6 +186,40 @@ def test_committed_study_files_regenerate_from_the_run_files_they_name(study):
         labels = sorted({r["num_labelled"] for run in runs for r in run["rounds"]})
         assert convergence.convergence_text(cells, PRESETS[study]["train_passes"], labels) == \
             (RESULTS / study / "convergence.md").read_text()
+
+
+def _queried_run(seed: int, labelled: list[int]) -> dict:
+    return {"path": f"seed{seed}.json", "config": {"seed": seed}, "labelled": labelled,
+            "rounds": [{"num_labelled": 2}, {"num_labelled": len(labelled)}]}
+
+
+def test_classes_of_the_queried_points_by_hand():
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    # Seed 0 queried points 2, 3, 4, 5 (classes 0, 1, 1, 2); seed 1 queried 5, 6, 7, 0 (classes 2, 2, 2, 0).
+    runs = [_queried_run(0, [0, 1, 2, 3, 4, 5]), _queried_run(1, [3, 4, 5, 6, 7, 0])]
+    assert classes.class_counts(runs[0], labels).tolist() == [1, 2, 1]
+    assert classes.class_counts(runs[1], labels).tolist() == [1, 0, 3]
+    b0 = -(0.25 * math.log(0.25) * 2 + 0.5 * math.log(0.5)) / math.log(3)
+    b1 = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)) / math.log(3)
+    assert classes.balance(np.array([1, 2, 1])) == pytest.approx(b0)
+    assert classes.balance(np.array([5, 5, 5])) == pytest.approx(1.0) and classes.balance(np.array([0, 4, 0])) == 0
+    text = classes.classes_text({("toy", "A(1,2)", "sr"): runs}, labels, ("a", "b", "c"))
+    sd = float(np.std([b0, b1], ddof=1))
+    assert "| queried points per run | per class, mean over seeds (a / b / c) |" in text
+    assert f"| toy | A(1,2) | sr | 2 | 4 | 1 / 1 / 2 | 0-3 | {(b0 + b1) / 2:.3f} +- {sd:.3f} |" in text
+    with pytest.raises(ValueError, match="outside the pool's 8 labels"):
+        classes.class_counts(_queried_run(0, [0, 1, 8]), labels)
+
+
+def test_committed_classes_md_regenerates_from_the_run_files_and_the_pool_labels():
+    from conftest import CIFAR10_NPZ
+    if not CIFAR10_NPZ.exists():
+        pytest.skip(f"needs the real CIFAR-10 at {CIFAR10_NPZ}")
+    with np.load(CIFAR10_NPZ) as data:
+        labels = np.asarray(data["y_train"]).reshape(-1).astype(np.int64)
+    groups = checking.group_runs(checking.load_runs(_sources("cifar_plateau")))
+    names = tuple(_study_setting_value("CIFAR10_CLASSES"))
+    assert classes.classes_text(groups, labels, names) == (RESULTS / "cifar_plateau" / "classes.md").read_text()
 
 
 def test_a_committed_row_recomputed_by_hand_from_the_run_files():
@@ -248,7 +287,8 @@ def test_the_readme_headline_tables_are_rows_of_the_study_numbers_cut_to_their_c
 def test_the_study_readme_tables_are_rows_of_the_generated_files(study, least):
     """Every table of the study's README whose header is a generated file's is copied from it row for row."""
     generated = {name: (RESULTS / study / name).read_text().splitlines()
-                 for name in ("summary.md", "numbers.md", "convergence.md") if (RESULTS / study / name).exists()}
+                 for name in ("summary.md", "numbers.md", "convergence.md", "classes.md")
+                 if (RESULTS / study / name).exists()}
     matched = 0
     for lines in _tables((RESULTS / study / "README.md").read_text()):
         sources = [name for name, text in generated.items() if lines[0] in text]

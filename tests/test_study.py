@@ -218,3 +218,16 @@ def test_verify_on_another_cpu_model_is_a_statistical_check(tiny_study, capsys, 
     committed.write_text(json.dumps(results))
     assert _verify("digits_fixed1x1_sr_seed3") == 1
     assert "NOT every round" in capsys.readouterr().out
+
+
+def test_report_reads_the_runs_of_the_seeds_asked_for(tmp_path, monkeypatch):
+    """`study.py report --seeds=0,1` reports the runs of seeds 0 and 1 only (a declared replication's seeds
+    enter the report when the caller asks for them); without --seeds, every committed run."""
+    monkeypatch.setattr(study, "RESULTS", tmp_path)
+    study.runs_dir("s").mkdir(parents=True)
+    for name, seed in [("a_seed0", 0), ("b_seed1", 1), ("a_seed3", 3)]:
+        (study.runs_dir("s") / f"{name}.json").write_text(json.dumps({"config": {"seed": seed}}))
+    names = lambda files: [os.path.basename(f) for f in files]  # noqa: E731
+    assert names(study.report_files("s", [0, 1])) == ["a_seed0.json", "b_seed1.json"]
+    assert names(study.report_files("s", None)) == ["a_seed0.json", "a_seed3.json", "b_seed1.json"]
+    assert study.report_files("s", [7]) == []
