@@ -33,8 +33,6 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
-
 import paper
 from inas_jax.grid import Grid, Run, run_grid
 from inas_jax.grid.plan import is_finished
@@ -42,7 +40,7 @@ from inas_jax.runtime import environment
 from inas_jax.store import FIRST_ROUND
 from inas_jax.config import PRESETS
 from inas_jax.report.checking import group_runs, load_runs
-from inas_jax.report.classes import classes_text
+from inas_jax.report.classes import classes_text, pool_labels
 from inas_jax.report.convergence import convergence_text
 from inas_jax.report.statistics import round_cpu_hours
 
@@ -285,11 +283,8 @@ def report_files(study_name: str, seeds: list[int] | None) -> list[str]:
 def write_classes(study_name: str, files: list[str], npz: pathlib.Path) -> pathlib.Path:
     """Writes RESULTS/STUDY/classes.md: the classes of the points each run of `files` queried, counted
     from the labels of the pool in `npz` (its y_train)."""
-    with np.load(npz) as data:
-        labels = np.asarray(data["y_train"]).reshape(-1).astype(np.int64)
-    runs = load_runs(files)
     path = RESULTS / study_name / "classes.md"
-    path.write_text(classes_text(group_runs(runs), labels, CIFAR10_CLASSES))
+    path.write_text(classes_text(group_runs(load_runs(files)), pool_labels(npz), CIFAR10_CLASSES))
     return path
 
 

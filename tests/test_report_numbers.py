@@ -215,11 +215,9 @@ def test_committed_classes_md_regenerates_from_the_run_files_and_the_pool_labels
     from conftest import CIFAR10_NPZ
     if not CIFAR10_NPZ.exists():
         pytest.skip(f"needs the real CIFAR-10 at {CIFAR10_NPZ}")
-    with np.load(CIFAR10_NPZ) as data:
-        labels = np.asarray(data["y_train"]).reshape(-1).astype(np.int64)
     groups = checking.group_runs(checking.load_runs(_sources("cifar_plateau")))
     names = tuple(_study_setting_value("CIFAR10_CLASSES"))
-    assert classes.classes_text(groups, labels, names) == (RESULTS / "cifar_plateau" / "classes.md").read_text()
+    assert classes.classes_text(groups, classes.pool_labels(CIFAR10_NPZ), names) == (RESULTS / "cifar_plateau" / "classes.md").read_text()
 
 
 def test_a_committed_row_recomputed_by_hand_from_the_run_files():

@@ -16,6 +16,12 @@ has the same share, 0 when one class has them all.
 """
 
 
+def pool_labels(npz) -> np.ndarray:
+    """(N,) int64: the pool's labels, `y_train` of the npz file at path `npz` (its images are not read)."""
+    with np.load(npz) as data:
+        return np.asarray(data["y_train"]).reshape(-1).astype(np.int64)
+
+
 def class_counts(run: dict, labels: np.ndarray) -> np.ndarray:
     """(K,) int: how many of the points `run` queried (its labelled indices after round 1's) fall in each
     of the K classes of `labels` ((N,) int, the pool's labels, K = labels.max() + 1)."""
