@@ -17,10 +17,14 @@ less compute; its record carries that round's CPU time); it does not start besid
 computing that round while another run can start instead. A run killed by a signal restarts from
 its workdir; one that fails is reported with its error line while the others go on. Stopping it
 (Ctrl-C) at any moment loses at most the work since the last checkpoint: the same command resumes.
-`verify` reruns one configuration from scratch in a temporary workdir, pinned to as many
-CPUs as the run recorded, keeps the rerun's results.json in experiments/results/STUDY/verify/ and
-checks that the labelled indices (sha1 per round), architectures, candidate scores and accuracies
-equal the committed file; exit status 1 if they do not.
+`verify` reruns one configuration from scratch in runs/STUDY/verify/NAME, pinned to as many CPUs
+as the run recorded, keeps the rerun's results.json in experiments/results/STUDY/verify/ and checks
+that the labelled indices (sha1 per round), architectures, candidate scores and accuracies equal the
+committed file; exit status 1 if they do not. A rerun takes as long as the run: one stopped (Ctrl-C,
+a crash, the machine taken back) resumes from that workdir when the same verify is run again, and
+the workdir is removed once the rerun is compared, so the next verify starts from scratch. It
+compares bit for bit where the rerun's rounds all ran on the CPU model the run recorded; otherwise
+(XLA:CPU's floats differ between models) it checks the accuracies within binomial noise.
 """
 from __future__ import annotations
 
@@ -31,12 +35,10 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import paper
 from inas_jax.grid import Grid, Run, run_grid
 from inas_jax.grid.plan import is_finished
-from inas_jax.runtime import environment
 from inas_jax.store import FIRST_ROUND
 from inas_jax.config import PRESETS
 from inas_jax.report.checking import group_runs, load_runs
@@ -88,13 +90,18 @@ def comparable(results: dict) -> list[dict]:
     return [strip(r) for r in results["rounds"]]
 
 
-def recorded_cpu_model(results: dict) -> str | None:
-    """The CPU model the run's rounds recorded (None for runs that predate the record); raises if its
-    rounds ran on different models."""
-    models = {r.get("environment", {}).get("cpu_model") for r in results["rounds"]} - {None}
-    if len(models) > 1:
-        raise ValueError(f"its rounds ran on different CPU models {sorted(models)}")
-    return models.pop() if models else None
+def _round_cpu_models(results: dict) -> list[str | None]:
+    """The CPU model each round recorded (None where unrecorded)."""
+    return [r.get("environment", {}).get("cpu_model") for r in results["rounds"]]
+
+
+def _models_text(models: list[str | None]) -> str:
+    return " / ".join(dict.fromkeys(m or "an unrecorded CPU" for m in models))
+
+
+def verify_workdir(cmd: list[str], name: str) -> pathlib.Path:
+    """Where verify reruns run `name` (driver command `cmd`): verify/NAME beside the run's own workdir."""
+    return workdir_of(cmd).parent / "verify" / name
 
 
 def statistical_check(want: list[dict], got: list[dict], test_size: int) -> tuple[list[str], bool]:
@@ -323,29 +330,29 @@ def verify(args) -> int:
     if cmd is None:
         print(f"error: {args.name!r} is not a run of the {args.study} study's plan", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [a if not a.startswith("--workdir=") else f"--workdir={tmp}/run" for a in cmd]
-        if start_pinned(cmd, allowed[:cpus]).wait() != 0:
-            return 1
-        fresh = json.loads((workdir_of(cmd) / "results.json").read_text())
+    workdir = verify_workdir(cmd, args.name)
+    if workdir.exists():
+        print(f"{args.name}: resuming the rerun in {workdir} (remove it to start over)")
+    cmd = [a if not a.startswith("--workdir=") else f"--workdir={workdir}" for a in cmd]
+    if start_pinned(cmd, allowed[:cpus]).wait() != 0:
+        return 1
+    fresh = json.loads((workdir / "results.json").read_text())
     rerun = RESULTS / args.study / "verify" / f"{args.name}.json"
     rerun.parent.mkdir(parents=True, exist_ok=True)
     rerun.write_text(json.dumps(fresh, indent=1))
+    shutil.rmtree(workdir)
     want, got = comparable(results), comparable(fresh)
-    here = environment.cpu_model()[0]
-    try:
-        made_on = recorded_cpu_model(results)
-    except ValueError as err:
-        made_on = f"several ({err})"
-    if made_on is not None and made_on != here:
+    made_on, rerun_on = _round_cpu_models(results), _round_cpu_models(fresh)
+    if any(made_on) and made_on != rerun_on:
         lines, ok = statistical_check(want, got, getattr(args, "test_size", 10_000))
         print("\n".join(lines))
-        print(f"{args.name}: made on {made_on}, rerun on {here}: XLA:CPU's floats differ between CPU models, so "
-              f"this is a statistical check, not bit for bit: {'every' if ok else 'NOT every'} round's accuracy "
-              "within 3 binomial sd")
+        print(f"{args.name}: made on {_models_text(made_on)}, rerun on {_models_text(rerun_on)}: XLA:CPU's floats "
+              f"differ between CPU models, so this is a statistical check, not bit for bit: "
+              f"{'every' if ok else 'NOT every'} round's accuracy within 3 binomial sd")
         return 0 if ok else 1
-    if made_on is None:
-        print(f"{args.name} recorded no CPU model; comparing bit for bit on {here} (a mismatch may be the CPU's)")
+    if not any(made_on):
+        print(f"{args.name} recorded no CPU model; comparing bit for bit on {_models_text(rerun_on)} (a mismatch "
+              "may be the CPU's)")
     wrong = [f"round {a['round']} {key}: committed {a[key]!r} != rerun {b.get(key)!r}"
              for a, b in zip(want, got) for key in a if a[key] != b.get(key)]
     if len(want) != len(got):

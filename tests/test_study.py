@@ -3,6 +3,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import pytest
 
@@ -10,6 +11,7 @@ sys.path.insert(0, "experiments")
 import study  # noqa: E402
 
 from conftest import SUBPROCESS_TIMEOUT, TINY  # noqa: E402
+from inas_jax.runtime import environment  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +81,18 @@ def tiny_study(tmp_path, monkeypatch, cluster, reruns):
     return tmp_path
 
 
+def _stopped_after_round_1(start):
+    """`start` (a start_pinned), its process SIGKILLed once its results.json holds a round."""
+    def start_and_stop(cmd, cpus, stdout=None):
+        kept = start(cmd, cpus, stdout)
+        results = study.workdir_of(cmd) / "results.json"
+        while kept.proc.poll() is None and not (results.exists() and json.loads(results.read_text())["rounds"]):
+            time.sleep(0.05)
+        kept.proc.kill()
+        return kept
+    return start_and_stop
+
+
 def _verify(name, cpus=None):
     return study.verify(argparse.Namespace(study="tiny", npz=None, name=name, cpus=cpus))
 
@@ -99,8 +113,16 @@ def test_run_then_verify_reproduces_and_catches_a_changed_result(tiny_study, cap
     assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[3], jobs=1)) == 0  # finished: skipped, not rerun
     assert "done" in capsys.readouterr().out
 
+    # The first rerun is stopped once its first round is in: verify fails and keeps the rerun's workdir,
+    # the same verify resumes it there, reproduces the run, and removes the workdir.
+    workdir = tiny_study / "runs" / "verify" / "digits_fixed1x1_sr_seed3"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(study, "start_pinned", _stopped_after_round_1(study.start_pinned))
+        assert _verify("digits_fixed1x1_sr_seed3") == 1
+    assert len(json.loads((workdir / "results.json").read_text())["rounds"]) == 1
     assert _verify("digits_fixed1x1_sr_seed3") == 0
-    assert "reproduced" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"resuming the rerun in {workdir}" in out and "reproduced" in out and not workdir.exists()
     rerun = json.loads((tiny_study / "results" / "tiny" / "verify" / "digits_fixed1x1_sr_seed3.json").read_text())
     assert study.comparable(rerun) == study.comparable(json.loads(committed.read_text()))
     if len(allowed) > 1:
@@ -205,7 +227,7 @@ def test_verify_on_another_cpu_model_is_a_statistical_check(tiny_study, capsys, 
     assert study.run(argparse.Namespace(study="tiny", npz=None, seeds=[3], jobs=1)) == 0
     committed = tiny_study / "results" / "tiny" / "runs" / "digits_fixed1x1_sr_seed3.json"
     results = json.loads(committed.read_text())
-    assert results["rounds"][0]["environment"]["cpu_model"] == study.environment.cpu_model()[0]
+    assert results["rounds"][0]["environment"]["cpu_model"] == environment.cpu_model()[0]
     for r in results["rounds"]:
         r["environment"]["cpu_model"] = "Another CPU"
         r["labelled_sha1"] = "0" * 40  # bit-for-bit would fail; the statistical check reads accuracies only
