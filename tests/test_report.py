@@ -145,14 +145,16 @@ def test_architecture_table_lists_every_inas_run(tmp_path):
 
 
 def test_report_command_writes_pngs(tmp_path):
+    """A figure per strategy, and per query run under more than one strategy (random, not sr)."""
     _write_run(tmp_path / "runs" / "a", "inas", "sr", 0, [0.5, 0.7])
     _write_run(tmp_path / "runs" / "b", "inas", "random", 0, [0.4, 0.6])
+    _write_run(tmp_path / "runs" / "c", "fixed", "random", 0, [0.4, 0.5], arch=(1, 2))
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "inas_jax.report", f"--out={out}", str(tmp_path / "runs" / "*")],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["architectures.png", "compare_random.png", "compare_sr.png", "curves_iNAS.png", "numbers.md",
+    assert names == ["architectures.png", "compare_random.png", "curves_A1x2.png", "curves_iNAS.png", "numbers.md",
                      "summary.md"]
     assert all((out / n).read_bytes()[:4] == b"\x89PNG" for n in names if n.endswith(".png"))
     assert "| digits | sr | 0 | A(1,1) | A(2,1) |" in (out / "summary.md").read_text()
@@ -274,8 +276,7 @@ def test_seeds_with_different_round_counts_are_reported_with_a_warning(tmp_path,
     status, err = _report(capsys, f"--out={tmp_path / 'out'}", tmp_path / "runs" / "*")
     assert status == 0 and err == [f"warning: digits A(2,4) sr: seeds completed different numbers of rounds "
                                    f"({a}: 3, {b}: 2); its curve and tables use the first 2"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "compare_random.png", "compare_sr.png", "curves_A2x4.png", "numbers.md", "summary.md"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["curves_A2x4.png", "numbers.md", "summary.md"]
 
 
 def test_paper_experiment_commands():

@@ -16,7 +16,7 @@ A file reached twice (a workdir and its results.json, a symlink) counts once, by
 curve whose seeds completed different numbers of rounds is drawn over the rounds all completed, with
 a warning on stderr naming each run's count. Writes:
   curves_<strategy>.png   test accuracy vs labels, one line per query
-  compare_<query>.png     the same query under every strategy
+  compare_<query>.png     the same query under every strategy (a query run under more than one)
   architectures.png       the architecture iNAS chose per round (blocks x stacks and parameters)
   compute.png             test accuracy against cumulative CPU hours (runs that record cpu_seconds)
   summary.md              area under each learning curve (mean accuracy over the label range) and final accuracy;

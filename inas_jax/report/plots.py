@@ -49,12 +49,20 @@ def _datasets(groups) -> list[str]:
     return sorted({k[0] for k in groups})
 
 
+def _most_strategies(groups, query: str) -> int:
+    """The most strategies `query` ran under in one dataset."""
+    return max(len({k[1] for k in groups if k[0] == d and k[2] == query}) for d in _datasets(groups))
+
+
 def accuracy_figures(groups, out: str, references=None) -> list[str]:
-    """curves_<strategy>.png (one line per query) and compare_<query>.png (one line per strategy), a
-    panel per dataset; returns the paths written."""
+    """curves_<strategy>.png (one line per query) and, for a query run under more than one strategy,
+    compare_<query>.png (one line per strategy; a query of one strategy is a line of its curves_
+    figure already), a panel per dataset; returns the paths written."""
     plt, datasets, written = _pyplot(), _datasets(groups), []
     for key_index, prefix in ((1, "curves"), (2, "compare")):
         for value in sorted({k[key_index] for k in groups}):
+            if prefix == "compare" and _most_strategies(groups, value) < 2:
+                continue
             fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
             for ax, dataset in zip(axes[0], datasets):
                 items = sorted((k[3 - key_index], v) for k, v in groups.items()
