@@ -2,7 +2,6 @@
 driver is SIGKILLed mid-training; a run with bad flags is reported once, not retried; Ctrl-C stops the
 runs and the same grid resumes them; a finished grid is skipped; the command line; the run order,
 first-round sharing, CPU taking and progress line."""
-import _thread
 import json
 import os
 import pathlib
@@ -127,27 +126,30 @@ def test_rerunning_a_finished_grid_starts_nothing(grid_run, monkeypatch, capsys)
     assert "4 runs: 4 finished, 0 to run" in capsys.readouterr().out
 
 
-def test_ctrl_c_stops_the_runs_and_the_same_grid_resumes_them(cluster, tmp_path, capsys):
-    """Ctrl-C in the grid's loop while a driver works: the driver is stopped (SIGINT, its own interrupt
-    path), every run is reported cancelled, the result is interrupted (exit 130); the same grid again
-    finishes both runs. The runs train 300 epochs a round (seconds), so the driver that has started
-    its run is still at work when the interrupt reaches it."""
+def test_ctrl_c_stops_the_runs_and_the_same_grid_resumes_them(cluster, tmp_path, capsys, monkeypatch):
+    """Ctrl-C while a driver works, arriving as Ray waits and dropped there (Ray turns a KeyboardInterrupt
+    raised in its C++ wait into a status of its own, which it may lose): the grid stops all the same, the
+    driver is stopped (SIGINT, its own interrupt path), every run is reported cancelled, the result is
+    interrupted (exit 130); the same grid again finishes both runs. The runs train 300 epochs a round
+    (seconds), so the driver that has started its run is still at work when the interrupt reaches it."""
     flags = [*SHARED, "--epochs=300", "--checkpoint_seconds=60"]
     grid = product_grid(str(tmp_path), ["digits"], ["sr"], [("fixed", "1,1")], SEEDS, flags)
     first = grid.workdir(grid.runs[0])
     seen: list = []
+    wait = ray.wait
 
-    def interrupt_once_a_driver_works():
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not seen:
-            log = first / "driver.log"
-            pid = driver_pid(first) if log.is_file() and "new run:" in log.read_text() else None
-            if pid is not None:
-                seen.append(pid)
-                _thread.interrupt_main()  # what Ctrl-C raises in the grid's (main) thread
-            time.sleep(0.01)
+    def wait_that_drops_a_ctrl_c(refs, **kwargs):
+        log = first / "driver.log"
+        pid = driver_pid(first) if not seen and log.is_file() and "new run:" in log.read_text() else None
+        if pid is not None:
+            seen.append(pid)
+            try:
+                signal.raise_signal(signal.SIGINT)  # Ctrl-C as Ray waits ...
+            except KeyboardInterrupt:
+                pass  # ... dropped by it
+        return wait(refs, **kwargs)
 
-    threading.Thread(target=interrupt_once_a_driver_works, daemon=True).start()
+    monkeypatch.setattr(ray, "wait", wait_that_drops_a_ctrl_c)
     result = runner.run_grid(grid, max_running=1)
     assert seen and result.interrupted and result.exit_status == 130
     assert [o.status for o in result.outcomes] == ["cancelled", "cancelled"]

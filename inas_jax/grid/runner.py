@@ -19,6 +19,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -115,6 +116,30 @@ def connected(address: str | None):
         ray.shutdown()
 
 
+@contextlib.contextmanager
+def noting_interrupts():
+    """A threading.Event that every Ctrl-C (SIGINT) sets while the context lasts, its handler raising
+    KeyboardInterrupt as Python's own does. Ray's C++ code turns a KeyboardInterrupt raised while it
+    waits into a status of its own, which can be dropped: the event keeps the Ctrl-C. Only Python's own
+    handler is replaced, in the main thread: where SIGINT is ignored (a background job) or handled
+    otherwise, the event is never set."""
+    interrupted = threading.Event()
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield interrupted
+        return
+
+    def note(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_grid(grid: Grid, address: str | None = None, max_running: int | None = None, attempts: int = ATTEMPTS,
              on_finished: Callable[[Run], None] | None = None) -> GridResult:
     """Runs every unfinished run of `grid` on Ray (see the module); `max_running` caps the runs at once
@@ -166,17 +191,21 @@ class _Scheduler:
             self.inflight[ref] = (run, self.tries[run.name], time.monotonic())
 
     def loop(self) -> bool:
-        """Runs until every run has ended; True if stopped by Ctrl-C."""
-        try:
-            while self.pending or self.inflight:
-                self.start()
-                ready, _ = self.ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=POLL_SECONDS)
-                for ref in ready:
-                    self.settle(ref)
-                self.show()
-        except KeyboardInterrupt:
-            self.stop()
-            return True
+        """Runs until every run has ended; True if stopped by Ctrl-C, even one that Ray swallowed."""
+        with noting_interrupts() as interrupted:
+            try:
+                while self.pending or self.inflight:
+                    self.start()
+                    ready, _ = self.ray.wait(list(self.inflight), num_returns=len(self.inflight),
+                                             timeout=POLL_SECONDS)
+                    for ref in ready:
+                        self.settle(ref)
+                    self.show()
+                    if interrupted.is_set():
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                self.stop()
+                return True
         return False
 
     def settle(self, ref) -> None:
